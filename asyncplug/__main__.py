@@ -1,0 +1,3 @@
+from asyncplug.cli import main
+
+raise SystemExit(main())

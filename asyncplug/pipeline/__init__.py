@@ -1,0 +1,1 @@
+"""Pipelines: backup (read -> compress -> upload) and restore (fetch -> decompress -> write)."""

@@ -1,0 +1,76 @@
+"""Frame codecs. Each call is independent and releases the GIL, so a thread pool scales."""
+
+from __future__ import annotations
+
+import threading
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import lz4.frame
+import zstandard
+
+from asyncplug.errors import IntegrityError
+
+_local = threading.local()
+
+
+def _zstd_compress(data: bytes | memoryview, level: int) -> bytes:
+    # ZstdCompressor is not thread-safe: one per thread and level.
+    key = f"zc{level}"
+    comp = getattr(_local, key, None)
+    if comp is None:
+        comp = zstandard.ZstdCompressor(level=level, write_content_size=True)
+        setattr(_local, key, comp)
+    return comp.compress(data)
+
+
+def _zstd_decompress(data: bytes | memoryview, raw_len: int) -> bytes:
+    dec = getattr(_local, "zd", None)
+    if dec is None:
+        dec = zstandard.ZstdDecompressor()
+        _local.zd = dec
+    return dec.decompress(data, max_output_size=raw_len)
+
+
+def _gzip_compress(data: bytes | memoryview, level: int) -> bytes:
+    comp = zlib.compressobj(level, zlib.DEFLATED, 31)  # 31: a complete gzip member
+    return comp.compress(data) + comp.flush()
+
+
+def _gzip_decompress(data: bytes | memoryview, raw_len: int) -> bytes:
+    return zlib.decompress(data, 31, max(raw_len, 1))
+
+
+def _lz4_compress(data: bytes | memoryview, level: int) -> bytes:
+    return lz4.frame.compress(data, compression_level=level, store_size=True)
+
+
+def _lz4_decompress(data: bytes | memoryview, raw_len: int) -> bytes:
+    return lz4.frame.decompress(data)
+
+
+@dataclass(frozen=True)
+class Codec:
+    name: str
+    ident: int  # the byte stored in the object header and trailer
+    default_level: int
+    compress: Callable[[bytes | memoryview, int], bytes]
+    _decompress: Callable[[bytes | memoryview, int], bytes]
+
+    def decompress(self, data: bytes | memoryview, raw_len: int) -> bytes:
+        try:
+            out = self._decompress(data, raw_len)
+        except Exception as exc:  # each library has its own error type
+            raise IntegrityError(f"corrupt {self.name} frame: {exc}") from exc
+        if len(out) != raw_len:
+            raise IntegrityError(f"{self.name} frame gave {len(out)} bytes, index says {raw_len}")
+        return out
+
+
+CODECS: dict[str, Codec] = {
+    "zstd": Codec("zstd", 1, 3, _zstd_compress, _zstd_decompress),
+    "gzip": Codec("gzip", 2, 6, _gzip_compress, _gzip_decompress),
+    "lz4": Codec("lz4", 3, 0, _lz4_compress, _lz4_decompress),
+}
+BY_IDENT = {c.ident: c for c in CODECS.values()}

@@ -1,0 +1,1 @@
+"""asyncplug benchmarks: `python -m bench` (what `make bench` runs)."""

