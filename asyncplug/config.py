@@ -28,11 +28,20 @@ COMPRESSIONS = ("none", "zstd", "gzip", "lz4")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 _UNITS = {
-    "": 1, "b": 1,
-    "k": 1000, "kb": 1000, "kib": KiB,
-    "m": 1000**2, "mb": 1000**2, "mib": MiB,
-    "g": 1000**3, "gb": 1000**3, "gib": GiB,
-    "t": 1000**4, "tb": 1000**4, "tib": 1024**4,
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "kib": KiB,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "mib": MiB,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "gib": GiB,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "tib": 1024**4,
 }
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 
@@ -42,7 +51,9 @@ def parse_size(text: object, name: str) -> int:
     match = _SIZE_RE.match(str(text))
     unit = match.group(2).lower() if match else ""
     if not match or unit not in _UNITS:
-        raise ConfigError(f"option {name}: {text!r} is not a size (examples: 500MB, 64MiB, 10485760)")
+        raise ConfigError(
+            f"option {name}: {text!r} is not a size (examples: 500MB, 64MiB, 10485760)"
+        )
     value = int(float(match.group(1)) * _UNITS[unit])
     if value <= 0:
         raise ConfigError(f"option {name}: size must be greater than zero, got {text!r}")
@@ -101,7 +112,9 @@ def parse_text(text: object, name: str) -> str:
 def parse_folder(text: object, name: str) -> str:
     value = parse_text(text, name).strip("/")
     if not value or any(part in ("", ".", "..") for part in value.split("/")):
-        raise ConfigError(f"option {name}: {text!r} is not a clean relative folder like prod/cluster1")
+        raise ConfigError(
+            f"option {name}: {text!r} is not a clean relative folder like prod/cluster1"
+        )
     return value
 
 
@@ -198,7 +211,9 @@ def build_config(options: Mapping[str, Any]) -> Config:
     for name, raw in options.items():
         parser = OPTIONS.get(str(name))
         if parser is None:
-            raise ConfigError(f"unknown option {name!r} in the plugin config (see README for the list)")
+            raise ConfigError(
+                f"unknown option {name!r} in the plugin config (see README for the list)"
+            )
         values[str(name)] = parser(raw, str(name))
     if "folder" not in values:
         raise ConfigError("option folder is required (for example folder: prod/cluster1)")
@@ -220,7 +235,9 @@ def build_config(options: Mapping[str, Any]) -> Config:
     if level is not None and codec in _LEVELS:
         low, high = _LEVELS[codec]
         if not low <= level <= high:
-            raise ConfigError(f"option compression_level: {level} is outside {low}..{high} for {codec}")
+            raise ConfigError(
+                f"option compression_level: {level} is outside {low}..{high} for {codec}"
+            )
     return Config(**values)
 
 

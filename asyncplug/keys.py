@@ -1,6 +1,6 @@
 """Object keys: the reference Go plugin's layout, so raw backups are interchangeable.
 
-    <folder>/backups/<YYYYMMDD>/<timestamp>/<basename>
+<folder>/backups/<YYYYMMDD>/<timestamp>/<basename>
 """
 
 from __future__ import annotations
@@ -48,7 +48,9 @@ def folder_prefix(folder: str, prefix: str = "") -> str:
     """
     raw = prefix.strip().strip('"').strip("'")
     if raw.startswith("/") or "\\" in raw or "\x00" in raw:
-        raise InputError(f"refusing prefix {prefix!r}: it must be a relative path inside {folder!r}")
+        raise InputError(
+            f"refusing prefix {prefix!r}: it must be a relative path inside {folder!r}"
+        )
     parts = [p for p in raw.split("/") if p not in ("", ".")]
     if ".." in parts:
         raise InputError(f"refusing prefix {prefix!r}: '..' would leave the folder {folder!r}")

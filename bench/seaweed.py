@@ -20,6 +20,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 HOST = "127.0.0.1"
 ACCESS_KEY = "asyncplug-test"
@@ -118,7 +119,7 @@ class SeaweedServer:
         except client.exceptions.BucketAlreadyExists:
             pass
 
-    def client(self):  # type: ignore[no-untyped-def]
+    def client(self) -> Any:
         """A synchronous botocore S3 client for test set-up and inspection."""
         import botocore.session
         from botocore.config import Config

@@ -47,9 +47,7 @@ def file_options(root: Path, **extra: Any) -> dict[str, Any]:
 
 
 @pytest.fixture(params=["s3", "file"])
-def backend_options(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> dict[str, Any]:
+def backend_options(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
     """Options for each backend in turn: tests using it run against S3 and a directory."""
     if request.param == "s3":
         server = request.getfixturevalue("seaweed")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import zlib
 from collections.abc import Callable
+from typing import cast
 from dataclasses import dataclass
 
 import lz4.frame
@@ -43,11 +44,11 @@ def _gzip_decompress(data: bytes | memoryview, raw_len: int) -> bytes:
 
 
 def _lz4_compress(data: bytes | memoryview, level: int) -> bytes:
-    return lz4.frame.compress(data, compression_level=level, store_size=True)
+    return cast(bytes, lz4.frame.compress(data, compression_level=level, store_size=True))
 
 
 def _lz4_decompress(data: bytes | memoryview, raw_len: int) -> bytes:
-    return lz4.frame.decompress(data)
+    return cast(bytes, lz4.frame.decompress(data))
 
 
 @dataclass(frozen=True)
