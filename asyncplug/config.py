@@ -47,7 +47,7 @@ _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 
 
 def parse_size(text: object, name: str) -> int:
-    """`500MB`, `64MiB`, `10485760` -> bytes (MB = 10^6, MiB = 2^20, as the Go plugin's bytesize)."""
+    """`500MB`, `64MiB`, `10485760` -> bytes (MB = 10^6, MiB = 2^20, like the Go plugin)."""
     match = _SIZE_RE.match(str(text))
     unit = match.group(2).lower() if match else ""
     if not match or unit not in _UNITS:

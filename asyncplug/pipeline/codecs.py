@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 import zlib
 from collections.abc import Callable
-from typing import cast
 from dataclasses import dataclass
+from typing import cast
 
 import lz4.frame
 import zstandard
