@@ -57,5 +57,9 @@ def folder_prefix(folder: str, prefix: str = "") -> str:
     folder_parts = folder.split("/")
     if parts[: len(folder_parts)] == folder_parts:
         parts = parts[len(folder_parts) :]
+    elif len(folder_parts) > 1 and parts and parts[0] == folder_parts[0]:
+        # `prod/cluster2` or `prod` next to folder prod/cluster1: a path from the bucket
+        # root that is not inside the folder, not a subdirectory named `prod`.
+        raise InputError(f"refusing prefix {prefix!r}: it lies outside the folder {folder!r}")
     rest = "/".join(parts)
     return f"{folder}/{rest}" if rest else f"{folder}/"

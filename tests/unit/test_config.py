@@ -1,0 +1,155 @@
+"""asyncplug.config: every option parses, every mistake has its own message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from asyncplug.config import OPTIONS, Config, MiB, build_config, load_config, parse_size
+from asyncplug.errors import ConfigError
+
+# One valid value for every option, and the Config value it must become.
+EVERY_OPTION: dict[str, tuple[Any, Any]] = {
+    "storage": ("s3", "s3"),
+    "bucket": ("gp-backups", "gp-backups"),
+    "folder": ("/prod/cluster1/", "prod/cluster1"),
+    "region": ("us-east-1", "us-east-1"),
+    "endpoint": ("http://127.0.0.1:9000", "http://127.0.0.1:9000"),
+    "aws_access_key_id": ("AKIAEXAMPLE", "AKIAEXAMPLE"),
+    "aws_secret_access_key": ("secret/key", "secret/key"),
+    "encryption": ("off", False),
+    "http_proxy": ("http://proxy:3128", "http://proxy:3128"),
+    "remove_duplicate_bucket": ("on", True),
+    "path": ("/mnt/backups", "/mnt/backups"),
+    "backup_max_concurrent_requests": ("12", 12),
+    "backup_multipart_chunksize": ("500MB", 500_000_000),
+    "backup_queue_depth": (3, 3),
+    "restore_max_concurrent_requests": (4, 4),
+    "restore_multipart_chunksize": ("64MiB", 64 * MiB),
+    "max_retries": (0, 0),
+    "request_timeout": ("30", 30.0),
+    "compression": ("zstd", "zstd"),
+    "compression_level": (3, 3),
+    "compression_workers": (4, 4),
+    "restore_subset": ("on", True),
+    "log_dir": ("/var/log/gp", "/var/log/gp"),
+    "log_level": ("DEBUG", "debug"),
+    "pgport": (5432, "5432"),
+    "backup_plugin_version": (1.3, "1.3"),
+}
+
+S3 = {"bucket": "b", "folder": "f", "region": "us-east-1"}
+
+
+def test_the_sample_covers_every_option() -> None:
+    assert set(EVERY_OPTION) == set(OPTIONS)
+
+
+def test_every_option_parses() -> None:
+    config = build_config({name: raw for name, (raw, _) in EVERY_OPTION.items()})
+    for name, (_, expected) in EVERY_OPTION.items():
+        assert getattr(config, name) == expected, name
+
+
+def test_defaults_need_only_bucket_folder_and_region() -> None:
+    config = build_config(S3)
+    assert config == Config(folder="f", bucket="b", region="us-east-1")
+    assert config.storage == "s3"
+    assert config.encryption is True
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("500MB", 500_000_000), ("64MiB", 64 * MiB), ("10485760", 10485760), ("1.5GiB", 3 * 2**29)],
+)
+def test_sizes(text: str, size: int) -> None:
+    assert parse_size(text, "backup_multipart_chunksize") == size
+
+
+def test_yaml_on_off_booleans_are_switches() -> None:
+    config = build_config({**S3, "encryption": False, "restore_subset": True})
+    assert (config.encryption, config.restore_subset) == (False, True)
+
+
+def test_file_storage_needs_no_bucket() -> None:
+    config = build_config({"storage": "file", "path": "/mnt/b", "folder": "f"})
+    assert (config.storage, config.path, config.bucket) == ("file", "/mnt/b", "")
+
+
+def test_redacted_masks_credentials() -> None:
+    config = build_config({**S3, "aws_access_key_id": "AKIA", "aws_secret_access_key": "s3cr3t"})
+    shown = config.redacted()
+    assert "s3cr3t" not in repr(shown) and "AKIA" not in repr(shown)
+    assert shown["bucket"] == "b"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"folder": "f", "region": "r"}, "option bucket is required"),
+        ({"bucket": "b", "region": "r"}, "option folder is required"),
+        ({"bucket": "b", "folder": "f"}, "option region or endpoint is required"),
+        ({**S3, "aws_access_key_id": "AKIA"}, "aws_access_key_id and aws_secret_access_key go"),
+        ({**S3, "aws_secret_access_key": "s"}, "aws_access_key_id and aws_secret_access_key go"),
+        ({**S3, "backup_multipart_chunksize": "lots"}, "'lots' is not a size"),
+        ({**S3, "restore_multipart_chunksize": "5XB"}, "'5XB' is not a size"),
+        ({**S3, "backup_multipart_chunksize": "0"}, "size must be greater than zero"),
+        ({**S3, "encryption": "maybe"}, "option encryption: 'maybe' is not on or off"),
+        ({**S3, "restore_subset": "sometimes"}, "option restore_subset: 'sometimes' is not on"),
+        ({**S3, "bucket_name": "x"}, "unknown option 'bucket_name'"),
+        ({**S3, "folder": "a/../b"}, "is not a clean relative folder"),
+        ({**S3, "storage": "ftp"}, "option storage: 'ftp' is not one of s3, file"),
+        ({"storage": "file", "folder": "f"}, "option path is required when storage is file"),
+        ({**S3, "backup_max_concurrent_requests": "six"}, "'six' is not a whole number"),
+        ({**S3, "compression": "gzip", "compression_level": 12}, "outside 1..9 for gzip"),
+    ],
+)
+def test_each_mistake_has_its_own_message(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        build_config(options)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "plugin.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_load_config_reads_the_gpbackup_file(tmp_path: Path) -> None:
+    document = {"executablepath": "/x/asyncplug", "options": {**S3, "pgport": 5432}}
+    config = load_config(write(tmp_path, yaml.safe_dump(document)))
+    assert (config.bucket, config.pgport) == ("b", "5432")
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"cannot read plugin config .*missing\.yaml"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_invalid_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"is not valid YAML at line \d+"):
+        load_config(write(tmp_path, "options:\n  bucket: [unclosed\n"))
+
+
+def test_not_a_mapping(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="must be a YAML mapping"):
+        load_config(write(tmp_path, "- just\n- a list\n"))
+
+
+def test_no_options_section(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="has no options section"):
+        load_config(write(tmp_path, "executablepath: /x\n"))
+
+
+def test_unknown_top_level_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown top-level key 'option'"):
+        load_config(write(tmp_path, "option:\n  bucket: b\n"))
+
+
+def test_messages_are_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, "options:\n  bucket: [\n"))
+    assert "\n" not in str(caught.value)
