@@ -1,0 +1,351 @@
+"""restore_data, restore_data_subset and restore_file: concurrent ranged GETs, written in order.
+
+    stat ─┬─ tail GET (trailer + index: raw or compressed?) ─┐
+          ├─ first data GET, assuming raw (speculative) ─────┼─► plan (ranges.py)
+          └─ checksum record (raw whole restores) ───────────┘
+    plan ─► window of fetches (≤ concurrency + 1 in memory) ─► decode pool (compressed)
+         ─► FdWriter thread: writev to stdout, or pwritev into a temp file
+
+Memory: at most `restore_max_concurrent_requests + 1` fetches are held, each at most
+`restore_multipart_chunksize` raw bytes (compressed: plus its compressed bytes while it
+is being decoded, and at least one whole frame).
+
+Integrity: a raw object written by asyncplug carries a whole-stream CRC32C (user metadata
+on single-PUT objects, a `<key>.asyncplug-crc` sidecar for multipart ones); a whole
+restore checks it at the end. Objects of the reference Go plugin have none. A compressed
+object's index CRC and per-frame CRCs cover every byte a restore writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import json
+import os
+import secrets
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from asyncplug.config import Config
+from asyncplug.errors import IntegrityError, Interrupted, ObjectNotFound
+from asyncplug.offsets import Range, check_ranges
+from asyncplug.pipeline import frames
+from asyncplug.pipeline.ranges import Fetch, Plan, plan_frames, plan_raw
+from asyncplug.pipeline.writer import IOV_MAX, FdWriter
+from asyncplug.storage.base import ObjectInfo, Storage
+
+# The tail GET reads this much, so the index of a compressed object (12 bytes a frame:
+# ~5000 frames) usually comes with its trailer, saving a round trip.
+TAIL_PROBE = 64 * 1024
+MIN_COMPRESSED = frames.HEADER_SIZE + frames.TRAILER_SIZE
+
+# Where backup_data records a raw stream's CRC32C (see module docstring).
+CRC_METADATA = "asyncplug-crc32c"
+SIZE_METADATA = "asyncplug-size"
+CRC_SIDECAR_SUFFIX = ".asyncplug-crc"
+
+
+class _Data:
+    """The bytes of one fetch: buffers at raw stream offsets, sliced without copying."""
+
+    def __init__(self, starts: list[int], bufs: list[memoryview]) -> None:
+        self.starts = starts
+        self.bufs = bufs
+
+    @classmethod
+    def of_chunks(cls, start: int, chunks: Sequence[bytes]) -> _Data:
+        starts, bufs, at = [], [], start
+        for chunk in chunks:
+            starts.append(at)
+            bufs.append(memoryview(chunk))
+            at += len(chunk)
+        return cls(starts, bufs)
+
+    def view(self, start: int, end: int) -> list[memoryview]:
+        out = []
+        i = max(bisect.bisect_right(self.starts, start) - 1, 0)
+        while start < end:
+            at, buf = self.starts[i], self.bufs[i]
+            piece = buf[start - at : end - at]
+            if piece:
+                out.append(piece)
+                start += len(piece)
+            i += 1
+        return out
+
+
+Fetcher = Callable[[Fetch], Coroutine[Any, Any, _Data]]
+
+
+async def restore_stream(
+    storage: Storage, key: str, fd: int, config: Config, ranges: list[Range] | None = None
+) -> int:
+    """Write the whole stream (ranges None) or the listed ranges, in order, to fd.
+
+    Every range is checked against the stream's (uncompressed) size before a byte is
+    written (InputError). Returns the number of bytes written.
+    """
+    writer = FdWriter(fd)
+    try:
+        return await _restore(storage, key, writer, config, ranges)
+    except BrokenPipeError:
+        raise Interrupted(
+            f"stdout closed by the reader after {writer.written} bytes; restore of {key} stopped"
+        ) from None
+    finally:
+        writer.close()
+
+
+async def restore_path(storage: Storage, key: str, path: str, config: Config) -> int:
+    """restore_file: the object into `path` via a temp file in the same directory.
+
+    The temp file is fsynced and renamed over `path`; on any failure it is removed, so
+    there is never a partial file. A missing object raises ObjectNotFound before anything
+    is created.
+    """
+    await storage.stat(key)  # ObjectNotFound before any directory or file exists
+    target = os.path.abspath(path)
+    parent = os.path.dirname(target)
+    os.makedirs(parent, exist_ok=True)
+    temp = os.path.join(parent, f".{os.path.basename(target)}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    writer = FdWriter(fd, positional=True)
+    try:
+        written = await _restore(storage, key, writer, config, None)
+        await writer.drain()
+        await asyncio.to_thread(os.fsync, fd)
+        os.close(fd)
+        fd = -1
+        os.replace(temp, target)
+        await asyncio.to_thread(_fsync_dir, parent)
+        return written
+    except BaseException:
+        await asyncio.shield(writer.drain())  # no write may land in a reused fd
+        if fd >= 0:
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    finally:
+        writer.close()
+
+
+async def _restore(
+    storage: Storage, key: str, writer: FdWriter, config: Config, ranges: list[Range] | None
+) -> int:
+    info = await storage.stat(key)
+    size = info.size
+    chunk = config.restore_multipart_chunksize
+    concurrency = config.restore_max_concurrent_requests
+    requests = asyncio.Semaphore(concurrency)
+    wanted = [(0, size)] if ranges is None else list(ranges)
+
+    async def fetch_raw(fetch: Fetch) -> _Data:
+        async with requests:
+            chunks = await storage.get_range(key, fetch.start, fetch.end)
+        _check_length(key, fetch, chunks)
+        return _Data.of_chunks(fetch.start, chunks)
+
+    async def not_compressed(first: asyncio.Task[_Data], end: int) -> _Data:
+        data = await first
+        if b"".join(data.view(0, min(end, 8))) == frames.MAGIC_HEAD:
+            raise IntegrityError(
+                f"{key} starts like a compressed object but its trailer is damaged"
+            )
+        return data
+
+    # Guess raw and start the first data GET now, beside the tail GET: a raw restore then
+    # pays no extra round trip. A compressed object cancels it.
+    raw_plan = plan_raw(wanted, chunk, concurrency) if _fits(wanted, size) else None
+    tasks: dict[int, asyncio.Task[_Data]] = {}
+    if raw_plan is not None and raw_plan.fetches:
+        tasks[0] = asyncio.create_task(fetch_raw(raw_plan.fetches[0]))
+    record: asyncio.Task[tuple[int, int] | None] | None = None
+    if ranges is None and size:
+        record = asyncio.create_task(_recorded_crc(storage, info))
+    started: list[asyncio.Future[Any]] = [*tasks.values(), *([record] if record else [])]
+    try:
+        tail_start = max(0, size - TAIL_PROBE)
+        tail = b""
+        if size >= MIN_COMPRESSED:
+            first = raw_plan.fetches[0] if raw_plan and raw_plan.fetches else None
+            if first is not None and first.start <= tail_start and first.end == size:
+                tail = b"".join((await tasks[0]).view(tail_start, size))
+            else:
+                async with requests:
+                    tail = b"".join(await storage.get_range(key, tail_start, size))
+        trailer = frames.parse_trailer(tail[-frames.TRAILER_SIZE :], size) if tail else None
+
+        if trailer is None:
+            check_ranges(wanted, size)
+            assert raw_plan is not None  # _fits held, since check_ranges passed
+            # The record costs a round trip or two, overlapped with the first data GET;
+            # knowing it first spares the CRC work when there is nothing to check.
+            recorded = await record if record is not None else None
+            _check_size(key, recorded, size)
+            writer.checksum = recorded is not None
+            if 0 in tasks and raw_plan.fetches[0].start == 0 and size >= MIN_COMPRESSED:
+                tasks[0] = asyncio.create_task(not_compressed(tasks[0], raw_plan.fetches[0].end))
+            written = await _run(raw_plan, fetch_raw, writer, concurrency + 1, chunk, tasks)
+            _check_crc(key, recorded, writer)
+            return written
+
+        for future in started:
+            future.cancel()
+        index = await _read_index(storage, key, trailer, tail, tail_start)
+        wanted = [(0, index.raw_size)] if ranges is None else wanted
+        check_ranges(wanted, index.raw_size)
+        plan = plan_frames(wanted, index, chunk, concurrency)
+        with ThreadPoolExecutor(config.compression_workers, "asyncplug-decode") as pool:
+
+            async def fetch_frames(fetch: Fetch) -> _Data:
+                async with requests:
+                    chunks = await storage.get_range(key, fetch.start, fetch.end)
+                _check_length(key, fetch, chunks)
+                loop = asyncio.get_running_loop()
+                return await loop.run_in_executor(pool, _decode, index, fetch, chunks)
+
+            tasks = {}
+            try:
+                return await _run(plan, fetch_frames, writer, concurrency + 1, chunk, tasks)
+            finally:
+                await _reap(tasks.values())
+    finally:
+        await _reap([*tasks.values(), *started])
+
+
+async def _reap(futures: Iterable[asyncio.Future[Any]]) -> None:
+    """Cancel what is still running and wait for it, so no task outlives the restore."""
+    pending = list(futures)
+    for future in pending:
+        future.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def _run(
+    plan: Plan,
+    fetch: Fetcher,
+    writer: FdWriter,
+    window: int,
+    chunk: int,
+    tasks: dict[int, asyncio.Task[_Data]],
+) -> int:
+    """Fetch ahead within the window and write the slices in order; returns bytes written.
+
+    `tasks` may hold fetches already started (the speculative first GET). Fetches start in
+    order of first use; one is dropped as soon as its last slice is written.
+    """
+    launched = held = len(tasks)
+    out = 0
+    k = 0
+    while k < len(plan.slices):
+        while launched < len(plan.fetches) and held < window:
+            if launched not in tasks:
+                tasks[launched] = asyncio.create_task(fetch(plan.fetches[launched]))
+            launched += 1
+            held += 1
+        await tasks[plan.slices[k].fetch]
+        # Write every slice whose fetch is ready in one writev (many small ranges would
+        # otherwise cost one thread hop each), up to about one chunk.
+        views: list[memoryview] = []
+        size = 0
+        end = k
+        while end < len(plan.slices) and size < chunk and len(views) < IOV_MAX:
+            piece = plan.slices[end]
+            task = tasks.get(piece.fetch)
+            if task is None or not task.done():
+                break
+            part = task.result().view(piece.start, piece.end)
+            views.extend(part)
+            size += piece.end - piece.start
+            end += 1
+        await writer.write(views, out)
+        out += size
+        for number in range(k, end):
+            fetch_number = plan.slices[number].fetch
+            if plan.last_use[fetch_number] == number:
+                del tasks[fetch_number]
+                held -= 1
+        k = end
+    return out
+
+
+def _fits(wanted: list[Range], size: int) -> bool:
+    return all(end <= size for _, end in wanted)
+
+
+def _check_length(key: str, fetch: Fetch, chunks: Sequence[bytes]) -> None:
+    got = sum(map(len, chunks))
+    if got != fetch.end - fetch.start:
+        raise IntegrityError(
+            f"{key}: bytes {fetch.start}-{fetch.end} came back with {got} bytes "
+            f"instead of {fetch.end - fetch.start}"
+        )
+
+
+def _decode(index: frames.FrameIndex, fetch: Fetch, chunks: Sequence[bytes]) -> _Data:
+    """Decompress the wanted frames of one fetch (runs in the decode pool)."""
+    data = _Data.of_chunks(fetch.start, chunks)
+    starts, bufs = [], []
+    for frame in fetch.frames:
+        parts = data.view(frame.offset, frame.offset + frame.length)
+        packed: bytes | memoryview = parts[0] if len(parts) == 1 else b"".join(parts)
+        starts.append(frame.raw_start)
+        bufs.append(memoryview(index.decode(frame, packed)))
+    return _Data(starts, bufs)
+
+
+async def _read_index(
+    storage: Storage, key: str, trailer: frames.Trailer, tail: bytes, tail_start: int
+) -> frames.FrameIndex:
+    start, end = trailer.index_offset, trailer.index_offset + trailer.index_len
+    if start >= tail_start:
+        raw = tail[start - tail_start : end - tail_start]
+    else:
+        raw = b"".join(await storage.get_range(key, start, end))
+    return frames.FrameIndex(trailer, raw)
+
+
+async def _recorded_crc(storage: Storage, info: ObjectInfo) -> tuple[int, int] | None:
+    """(crc32c, size) recorded for a raw stream, or None (e.g. a Go plugin object)."""
+    where = f"checksum record of {info.key}"
+    try:
+        if CRC_METADATA in info.metadata:
+            crc, size = info.metadata[CRC_METADATA], info.metadata.get(SIZE_METADATA, info.size)
+        else:
+            sidecar = info.key + CRC_SIDECAR_SUFFIX
+            try:
+                side = await storage.stat(sidecar)
+                body = b"".join(await storage.get_range(sidecar, 0, side.size))
+            except ObjectNotFound:
+                return None
+            record = json.loads(body)
+            crc, size = record["crc32c"], record["size"]
+        return int(str(crc), 16), int(size)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise IntegrityError(f"{where} is unreadable: {exc}") from exc
+
+
+def _check_size(key: str, record: tuple[int, int] | None, size: int) -> None:
+    if record is not None and record[1] != size:
+        raise IntegrityError(
+            f"{key} holds {size} bytes but backup recorded {record[1]}: the object is corrupt"
+        )
+
+
+def _check_crc(key: str, record: tuple[int, int] | None, writer: FdWriter) -> None:
+    if record is not None and writer.crc != record[0]:
+        raise IntegrityError(
+            f"{key}: restored stream CRC32C {writer.crc:08x} does not match the recorded "
+            f"{record[0]:08x}: the stored object is corrupt"
+        )
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
