@@ -257,8 +257,7 @@ class FileStorage(Storage):
         if start < 0 or end < start:
             raise InputError(f"bad range [{start}, {end}) of {path}")
         if start == end:
-            await self.stat(key)  # still: a missing key is ObjectNotFound
-            return []
+            return []  # like S3Storage: no I/O at all
         return await self.run(f"read {path}", self._read, path, start, end)
 
     def _stat(self, key: str, path: Path) -> ObjectInfo:
@@ -362,6 +361,10 @@ class FileStorage(Storage):
             except PermissionError as exc:
                 raise AccessDenied(
                     f"directory {folder} is not writable by this user (check owner and mode)"
+                ) from exc
+            except OSError as exc:
+                raise StorageError(
+                    f"cannot write a probe file in {folder}: {exc.strerror or exc}"
                 ) from exc
 
     async def check_bucket(self, write: bool) -> None:
