@@ -41,7 +41,10 @@ from asyncplug.storage.base import ObjectInfo, Storage
 TAIL_PROBE = 64 * 1024
 MIN_COMPRESSED = frames.HEADER_SIZE + frames.TRAILER_SIZE
 
-# Where backup_data records a raw stream's CRC32C (see module docstring).
+# What backup_data records with an object (docs/FORMAT.md). The format metadata is only
+# a hint (objects of other writers have none): the trailer decides.
+FORMAT_METADATA = "asyncplug-format"
+FORMAT_FRAMED = "framed-v1"
 CRC_METADATA = "asyncplug-crc32c"
 SIZE_METADATA = "asyncplug-size"
 CRC_SIDECAR_SUFFIX = ".asyncplug-crc"
@@ -158,12 +161,13 @@ async def _restore(
 
     # Guess raw and start the first data GET now, beside the tail GET: a raw restore then
     # pays no extra round trip. A compressed object cancels it.
+    framed = info.metadata.get(FORMAT_METADATA) == FORMAT_FRAMED
     raw_plan = plan_raw(wanted, chunk, concurrency) if _fits(wanted, size) else None
     tasks: dict[int, asyncio.Task[_Data]] = {}
-    if raw_plan is not None and raw_plan.fetches:
+    if raw_plan is not None and raw_plan.fetches and not framed:
         tasks[0] = asyncio.create_task(fetch_raw(raw_plan.fetches[0]))
     record: asyncio.Task[tuple[int, int] | None] | None = None
-    if ranges is None and size:
+    if ranges is None and size and not framed:
         record = asyncio.create_task(_recorded_crc(storage, info))
     started: list[asyncio.Future[Any]] = [*tasks.values(), *([record] if record else [])]
     try:
@@ -171,13 +175,15 @@ async def _restore(
         tail = b""
         if size >= MIN_COMPRESSED:
             first = raw_plan.fetches[0] if raw_plan and raw_plan.fetches else None
-            if first is not None and first.start <= tail_start and first.end == size:
+            if 0 in tasks and first and first.start <= tail_start and first.end == size:
                 tail = b"".join((await tasks[0]).view(tail_start, size))
             else:
                 async with requests:
                     tail = b"".join(await storage.get_range(key, tail_start, size))
         trailer = frames.parse_trailer(tail[-frames.TRAILER_SIZE :], size) if tail else None
 
+        if trailer is None and framed:
+            raise IntegrityError(f"{key} is a compressed object but its trailer is damaged")
         if trailer is None:
             check_ranges(wanted, size)
             assert raw_plan is not None  # _fits held, since check_ranges passed
