@@ -1,0 +1,124 @@
+"""The part-size plan up to 5 TiB (nothing uploaded) and the buffer pool's memory bound."""
+
+from __future__ import annotations
+
+import asyncio
+import mmap
+import random
+
+import pytest
+
+from asyncplug.pipeline.parts import BufferPool, PartPlan, memory_limit, plan_parts
+from asyncplug.storage.base import (
+    S3_MAX_OBJECT_SIZE,
+    S3_MAX_PART_SIZE,
+    S3_MAX_PARTS,
+    S3_MIN_PART_SIZE,
+)
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+TiB = 1024 * GiB
+
+
+def s3_plan(chunksize: int) -> PartPlan:
+    return plan_parts(chunksize, S3_MIN_PART_SIZE, S3_MAX_PART_SIZE, S3_MAX_PARTS)
+
+
+def walk(plan: PartPlan, length: int) -> list[int]:
+    """The part sizes a stream of `length` bytes gets, by asking the plan part by part."""
+    sizes: list[int] = []
+    left = length
+    while left:
+        size = min(plan.size(len(sizes) + 1), left)
+        sizes.append(size)
+        left -= size
+    return sizes
+
+
+CHUNKS = [1, 5 * MiB, 8 * MiB, 16 * MiB, 64 * MiB, 500 * 10**6, 5 * GiB, 6 * GiB]
+
+
+@pytest.mark.parametrize("chunksize", CHUNKS)
+def test_a_5_tib_stream_fits_within_s3_limits(chunksize: int) -> None:
+    plan = s3_plan(chunksize)
+    assert plan.capacity() >= S3_MAX_OBJECT_SIZE
+    count = plan.parts_for(S3_MAX_OBJECT_SIZE)
+    assert count <= S3_MAX_PARTS
+    sizes = [plan.size(n) for n in range(1, count + 1)]
+    assert all(S3_MIN_PART_SIZE <= s <= S3_MAX_PART_SIZE for s in sizes)
+    assert sizes == sorted(sizes)  # sizes only grow
+    assert sum(sizes) >= S3_MAX_OBJECT_SIZE > sum(sizes[:-1])
+
+
+def test_default_plan_keeps_8_mib_parts_as_long_as_it_can() -> None:
+    plan = s3_plan(8 * MiB)
+    assert plan.first == 8 * MiB
+    # The largest tier still reaching 5 TiB: one part more per tier would fall short.
+    assert PartPlan(plan.first, plan.tier + 1, S3_MAX_PART_SIZE, S3_MAX_PARTS).capacity() < (
+        S3_MAX_OBJECT_SIZE
+    )
+    assert plan.size(plan.tier) == 8 * MiB and plan.size(plan.tier + 1) == 16 * MiB
+    assert plan.parts_for(1 * GiB) == 128
+    assert plan.parts_for(plan.tier * 8 * MiB) == plan.tier
+    assert plan.parts_for(plan.tier * 8 * MiB + 1) == plan.tier + 1
+
+
+def test_parts_for_agrees_with_walking_the_plan() -> None:
+    rng = random.Random(3)
+    plan = plan_parts(1024, 1024, 64 * 1024, 50, target=1024 * 1024)
+    for length in [
+        0,
+        1,
+        1023,
+        1024,
+        1025,
+        *(rng.randrange(1, plan.capacity()) for _ in range(200)),
+    ]:
+        sizes = walk(plan, length)
+        assert plan.parts_for(length) == len(sizes)
+        assert all(s >= 1024 for s in sizes[:-1])
+
+
+def test_small_chunksize_is_raised_to_the_minimum_and_huge_to_the_maximum() -> None:
+    assert s3_plan(1).first == S3_MIN_PART_SIZE
+    assert s3_plan(6 * GiB).first == S3_MAX_PART_SIZE
+
+
+def test_limits_that_cannot_hold_the_target_double_every_part() -> None:
+    plan = plan_parts(5, 5, 40, 4, target=10**6)
+    assert [plan.size(n) for n in range(1, 5)] == [5, 10, 20, 40]
+    assert plan.capacity() == 75
+
+
+async def test_pool_holds_at_most_the_budget_while_parts_grow() -> None:
+    budget = 8 * 1000
+    pool = BufferPool(budget)
+    rng = random.Random(5)
+    out: list[mmap.mmap] = []
+    for size in [1000] * 30 + [2000] * 30 + [4000] * 20 + [8000] * 10 + [16000] * 5:
+        waiter = asyncio.ensure_future(pool.acquire(size))
+        await asyncio.sleep(0)
+        while not waiter.done():  # blocked: the budget is spent, free the oldest part
+            assert out, "the pool blocked with nothing to wait for"
+            await pool.release(out.pop(0))
+            await asyncio.sleep(0)
+        buf = waiter.result()
+        assert len(buf) == size
+        out.append(buf)
+        assert pool.held <= memory_limit(budget, size)
+        if rng.random() < 0.3:
+            await pool.release(out.pop(rng.randrange(len(out))))
+    assert pool.peak <= memory_limit(budget, 16000) == 32000
+    for buf in out:
+        await pool.release(buf)
+    pool.close()
+    assert pool.held == 0
+
+
+async def test_pool_reuses_buffers_of_the_current_size() -> None:
+    pool = BufferPool(4096)
+    first = await pool.acquire(1024)
+    await pool.release(first)
+    assert await pool.acquire(1024) is first
+    assert pool.held == 1024
