@@ -286,7 +286,9 @@ def client_config(config: Config) -> BotoConfig:
         response_checksum_validation="when_required",
         connect_timeout=config.request_timeout,
         read_timeout=config.request_timeout,
-        retries={"mode": "standard", "max_attempts": config.max_retries + 1},
+        # botocore's "max_attempts" counts retries only (measured: max_attempts=4 sent 5
+        # requests); total_max_attempts counts the first request too.
+        retries={"mode": "standard", "total_max_attempts": config.max_retries + 1},
         max_pool_connections=pool,
         proxies=proxies,
         parameter_validation=False,  # lets BufferBody through; see the module docstring
