@@ -1,0 +1,250 @@
+"""python -m bench: the asyncplug throughput benchmark (what `make bench` runs).
+
+With no arguments it starts an embedded SeaweedFS on loopback, generates 1 GiB of
+COPY-like text, runs the default scenarios and baselines, verifies every restore
+byte for byte, prints a table and writes JSON + PNG to bench-results/. See
+bench/README.md for the options, the JSON schema and how to read the chart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from typing import Any
+
+from asyncplug.config import parse_size
+from asyncplug.errors import ConfigError
+from bench import datagen, report, runner, targets
+from bench import scenarios as sc
+from bench.chart import write_chart
+from bench.progress import make_display
+
+DEFAULT_SIZE = "1GiB"
+QUICK_SIZE = "128MiB"
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmark asyncplug the way gpbackup drives it, against curl/awscli "
+        "baselines on the same store. Default: embedded SeaweedFS on loopback, 1 GiB of text.",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"about a minute: {QUICK_SIZE} and the scenarios {','.join(sc.QUICK)}",
+    )
+    p.add_argument("--size", help=f"bytes per data set, e.g. 256MiB, 2GiB "
+                   f"(default {DEFAULT_SIZE}, {QUICK_SIZE} with --quick)")  # fmt: skip
+    p.add_argument(
+        "--data",
+        choices=("text", "random", "both"),
+        default="text",
+        help="COPY-like text rows, incompressible bytes, or both",
+    )
+    p.add_argument("--scenarios", help="comma-separated, from: " + ",".join(sc.SCENARIOS)
+                   + " (default: all that fit the target; the --quick set with --quick)")  # fmt: skip
+    p.add_argument(
+        "--repeat", type=int, default=1, help="runs per scenario; the median is reported"
+    )
+    p.add_argument(
+        "--config", help="a plugin config file (any S3, or storage: file): no embedded server"
+    )
+    p.add_argument(
+        "--storage",
+        choices=("s3", "file"),
+        default="s3",
+        help="file: benchmark the directory backend at --path",
+    )
+    p.add_argument("--path", help="directory for --storage file")
+    p.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="another plugin executable to run on the same scenarios (repeatable)",
+    )
+    p.add_argument(
+        "--plugin",
+        default=runner.plugin_executable(),
+        help="the asyncplug executable (default: the one beside this Python)",
+    )
+    p.add_argument(
+        "--output",
+        default="bench-results",
+        help="directory for the JSON and the PNG (default: bench-results)",
+    )
+    p.add_argument(
+        "--work-dir",
+        default=None,
+        help="where data files (and the embedded server's volumes) go (default: system temp)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=datagen.DEFAULT_SEED,
+        help="data generator seed (default: %(default)s)",
+    )
+    # fmt: on
+    return p.parse_args(argv)
+
+
+class Usage(Exception):
+    """A bad option: one line on stderr, exit 2."""
+
+
+def check_args(args: argparse.Namespace) -> tuple[int, list[str], list[runner.Executable]]:
+    try:
+        size = parse_size(args.size or (QUICK_SIZE if args.quick else DEFAULT_SIZE), "--size")
+    except ConfigError as exc:
+        raise Usage(str(exc).replace("option --size", "--size")) from None
+    if args.repeat < 1:
+        raise Usage("--repeat must be at least 1")
+    if args.config and (args.storage == "file" or args.path):
+        raise Usage("--config and --storage file/--path are alternatives: give one")
+    if args.storage == "file" and not args.path:
+        raise Usage("--storage file needs --path DIR")
+    if args.config and not os.path.isfile(args.config):
+        raise Usage(f"--config {args.config}: no such file")
+    if not args.plugin or not os.access(args.plugin, os.X_OK):
+        raise Usage(
+            f"asyncplug executable not found ({args.plugin or 'not on PATH'}): use --plugin"
+        )
+    try:
+        names = sc.parse_scenarios(args.scenarios) if args.scenarios else []
+    except ValueError as exc:
+        raise Usage(str(exc)) from None
+    compared: list[runner.Executable] = []
+    taken = {"asyncplug", "curl", "awscli", "cat"}
+    for path in args.compare:
+        if not os.path.isfile(path) or not os.access(path, os.X_OK):
+            raise Usage(f"--compare {path}: not an executable file")
+        name, n = os.path.basename(path), 1
+        while name in taken:
+            n += 1
+            name = f"{os.path.basename(path)}-{n}"
+        taken.add(name)
+        compared.append(runner.Executable(name, os.path.abspath(path), compared=True))
+    return size, names, compared
+
+
+def make_target(args: argparse.Namespace, work_dir: str) -> targets.Target:
+    if args.config:
+        return targets.from_config(args.config)
+    if args.storage == "file":
+        return targets.directory(args.path)
+    return targets.embedded(work_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        size, names, compared = check_args(args)
+    except Usage as exc:
+        print(f"python -m bench: {exc}", file=sys.stderr)
+        return 2
+    started, clock = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), time.perf_counter()
+    work_dir = tempfile.mkdtemp(prefix="asyncplug-bench-", dir=args.work_dir)
+    display = make_display()
+    target: targets.Target | None = None
+    run: runner.Runner | None = None
+    try:
+        target = make_target(args, work_dir)
+        names = names or sc.default_scenarios(target.storage, args.quick)
+        kinds = list(datagen.KINDS) if args.data == "both" else [args.data]
+        datasets, harness = [], []
+        for kind in kinds:
+            display.note(f"generating {size / 2**20:,.0f} MiB of {kind} data ...")
+            dataset = datagen.write_dataset(
+                kind, size, os.path.join(work_dir, f"{kind}.dat"), args.seed
+            )
+            speeds = runner.harness_speed(dataset)
+            display.note(f"  {kind}: generator {speeds['generate_mb_per_s']:,.0f} MB/s, producer "
+                         f"{speeds['producer_mb_per_s']:,.0f} MB/s, verifying reader "
+                         f"{speeds['consumer_mb_per_s']:,.0f} MB/s")  # fmt: skip
+            datasets.append(dataset)
+            harness.append({"kind": kind, "size": size, "digest": dataset.digest, **speeds})
+        plugin = runner.Executable("asyncplug", os.path.abspath(args.plugin))
+        run = runner.Runner(target, plugin, compared, datasets, sc.variants_for(names),
+                            work_dir, display, repeat=args.repeat, seed=args.seed)  # fmt: skip
+        rows = run.run()
+        report.derive(rows, target.storage)
+        bad = report.failures(rows)
+        doc = {
+            "schema_version": report.SCHEMA_VERSION,
+            "started_at": started,
+            "duration_s": round(time.perf_counter() - clock, 1),
+            "asyncplug_version": runner.version_of(plugin.path),
+            "host": host_info(),
+            "target": target.describe(),
+            "settings": {"size": size, "repeat": args.repeat, "data": kinds, "scenarios": names,
+                         "quick": args.quick, "seed": args.seed, "verify_hash": "xxh3_128"},
+            "data": harness,
+            "compared": [{"name": e.name, "path": e.path, "version": runner.version_of(e.path)}
+                         for e in compared],
+            "skipped": run.skipped,
+            "ok": not bad,
+            "results": rows,
+        }  # fmt: skip
+        paths = write_outputs(doc, args.output)
+    except (targets.TargetError, OSError, RuntimeError) as exc:
+        display.close()
+        print(f"python -m bench: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        display.close()
+        print("python -m bench: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        display.close()
+        if run is not None and target is not None and target.kind != "seaweedfs":
+            run.cleanup()
+        if target is not None:
+            target.close()
+        shutil.rmtree(work_dir, ignore_errors=True)
+    print()
+    print(report.summary(rows, [e.name for e in compared]))
+    print()
+    for skip in run.skipped:
+        print(f"skipped {skip['scenario']}: {skip['reason']}")
+    print(f"results: {paths[0]}\nchart:   {paths[1]}")
+    if bad:
+        print("\nBENCHMARK FAILED:", file=sys.stderr)
+        for line in bad:
+            print(f"  {line}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def write_outputs(doc: dict[str, Any], output: str) -> tuple[str, str]:
+    os.makedirs(output, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    json_path = os.path.join(output, f"bench-{stamp}.json")
+    png_path = os.path.join(output, f"bench-{stamp}.png")
+    report.write_json(doc, json_path)
+    target = doc["target"]
+    title = (f"asyncplug {doc['asyncplug_version'].split()[-1] if doc['asyncplug_version'] else ''}"
+             f" · {target['kind']} · {doc['settings']['size'] / 2**20:,.0f} MiB per data set"
+             f" · {doc['host']['cpus']} CPUs · {doc['started_at']}")  # fmt: skip
+    write_chart(doc["results"], png_path, title)
+    for src, name in ((json_path, "latest.json"), (png_path, "latest.png")):
+        shutil.copyfile(src, os.path.join(output, name))
+    return json_path, png_path
+
+
+def host_info() -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count() or 0,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())

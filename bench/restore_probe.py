@@ -1,0 +1,149 @@
+"""Restore probe: the plugin's restore_data against one curl GET, and subset vs whole.
+
+Usage:
+    .venv/bin/python -m bench.restore_probe [--size 1GiB] [--repeat 3]
+        [--chunk 8MiB] [--concurrency 6] [--plugin .venv/bin/asyncplug]
+
+Starts a private SeaweedFS on loopback (telemetry off), stores a random object of
+--size with the plugin's own backup_data, then, --repeat times in alternation:
+- `curl` GET of the object (SigV4), stdout drained by a hashing reader;
+- `asyncplug restore_data`, drained the same way (must hash like the source);
+- `asyncplug restore_data_subset` of 1% of the object in 20 spread ranges.
+Prints medians: MB/s, ratio to curl, plugin CPU-s/GiB and peak RSS (from os.wait4 of
+the child, via bench.procs), and how much faster the subset is than the whole.
+--chunk/--concurrency set restore_multipart_chunksize/restore_max_concurrent_requests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from asyncplug.config import GiB, MiB, parse_size
+from bench.procs import ChildRun, run_child
+from bench.seaweed import ACCESS_KEY, SECRET_KEY, SeaweedServer
+from bench.verify import digest_file
+
+BUCKET = "restore-probe"
+FOLDER = "probe"
+STAMP = "20250101123456"
+SUBSET_RANGES = 20
+SUBSET_FRACTION = 0.01
+
+
+def make_source(path: Path, size: int) -> None:
+    with open(path, "wb") as out:
+        left = size
+        while left:
+            block = os.urandom(min(left, 64 * MiB))
+            out.write(block)
+            left -= len(block)
+
+
+def spread_ranges(size: int) -> list[tuple[int, int]]:
+    """SUBSET_RANGES ranges holding SUBSET_FRACTION of the object, evenly spread."""
+    length = int(size * SUBSET_FRACTION) // SUBSET_RANGES
+    step = size // SUBSET_RANGES
+    return [(i * step + step // 3, i * step + step // 3 + length) for i in range(SUBSET_RANGES)]
+
+
+def write_config(path: Path, server: SeaweedServer, chunk: int, concurrency: int) -> None:
+    options = {
+        "endpoint": server.endpoint,
+        "bucket": BUCKET,
+        "folder": FOLDER,
+        "aws_access_key_id": ACCESS_KEY,
+        "aws_secret_access_key": SECRET_KEY,
+        "encryption": "off",
+        "restore_multipart_chunksize": chunk,
+        "restore_max_concurrent_requests": concurrency,
+        "log_dir": str(path.parent / "log"),
+    }
+    path.write_text(yaml.safe_dump({"executablepath": "asyncplug", "options": options}))
+
+
+def check(run: ChildRun, digest: str, what: str) -> ChildRun:
+    if not run.ok:
+        sys.exit(f"{what} failed: {run.failure()}")
+    if run.digest != digest:
+        sys.exit(f"{what} wrote different bytes ({run.bytes_out} bytes)")
+    return run
+
+
+def line(name: str, runs: list[ChildRun], size: int, curl_wall: float) -> str:
+    wall = statistics.median(r.wall_s for r in runs)
+    cpu = statistics.median(r.cpu_s for r in runs) / (size / GiB)
+    rss = max(r.maxrss_kib for r in runs) / 1024
+    return (
+        f"{name:<22} {wall:7.2f} s {size / wall / 1e6:8.0f} MB/s  x{curl_wall / wall:5.2f} curl"
+        f"  {cpu:5.2f} CPU-s/GiB  {rss:6.0f} MB RSS"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", default="1GiB")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--chunk", default="8MiB")
+    parser.add_argument("--concurrency", type=int, default=6)
+    parser.add_argument("--plugin", default=str(Path(sys.executable).parent / "asyncplug"))
+    args = parser.parse_args()
+    size = parse_size(args.size, "--size")
+    chunk = parse_size(args.chunk, "--chunk")
+
+    with tempfile.TemporaryDirectory(prefix="asyncplug-probe-") as tmp, SeaweedServer() as server:
+        work = Path(tmp)
+        server.create_bucket(BUCKET)
+        config = work / "plugin.yaml"
+        write_config(config, server, chunk, args.concurrency)
+        source = work / "source.bin"
+        make_source(source, size)
+        digest, _ = digest_file(str(source))
+        ranges = spread_ranges(size)
+        subset_digest, subset_size = digest_file(str(source), ranges)
+        offsets = work / "offsets"
+        offsets.write_text(f"{len(ranges)} " + " ".join(f"{a} {b}" for a, b in ranges))
+        data_key = str(work / "backups" / STAMP[:8] / STAMP / f"gpbackup_0_{STAMP}")
+        key = f"{FOLDER}/backups/{STAMP[:8]}/{STAMP}/gpbackup_0_{STAMP}"
+
+        stored = run_child(
+            [args.plugin, "backup_data", str(config), data_key], stdin_file=str(source)
+        )
+        if not stored.ok:
+            sys.exit(f"backup_data failed: {stored.failure()}")
+        source.unlink()  # the page cache should hold the server's copy, not ours
+
+        curl = shutil.which("curl") or sys.exit("curl not found")
+        get = [
+            curl, "-sS", "--fail", "--aws-sigv4", "aws:amz:us-east-1:s3",
+            "--user", f"{ACCESS_KEY}:{SECRET_KEY}", f"{server.endpoint}/{BUCKET}/{key}",
+        ]  # fmt: skip
+        curls, wholes, subsets = [], [], []
+        for _ in range(args.repeat):
+            curls.append(check(run_child(get, drain_stdout=True), digest, "curl"))
+            restore = [args.plugin, "restore_data", str(config), data_key]
+            wholes.append(check(run_child(restore, drain_stdout=True), digest, "restore_data"))
+            subset = [args.plugin, "restore_data_subset", str(config), data_key, str(offsets)]
+            subsets.append(check(run_child(subset, drain_stdout=True), subset_digest, "subset"))
+
+        curl_wall = statistics.median(r.wall_s for r in curls)
+        whole_wall = statistics.median(r.wall_s for r in wholes)
+        subset_wall = statistics.median(r.wall_s for r in subsets)
+        print(f"object {size / MiB:.0f} MiB, chunk {chunk / MiB:g} MiB x {args.concurrency},"
+              f" median of {args.repeat}")  # fmt: skip
+        print(line("curl GET", curls, size, curl_wall))
+        print(line("restore_data", wholes, size, curl_wall))
+        print(line("restore_data_subset", subsets, size, curl_wall).split("  x")[0]
+              + f"  ({subset_size / MiB:.1f} MiB in {len(ranges)} ranges)")  # fmt: skip
+        print(f"subset vs whole: {whole_wall / subset_wall:.1f}x faster")
+
+
+if __name__ == "__main__":
+    main()
