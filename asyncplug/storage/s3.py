@@ -21,6 +21,7 @@ import asyncio
 import base64
 import contextlib
 import os
+import re
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
@@ -29,6 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiobotocore.session
 import aiohttp
+import aiohttp.http_exceptions
 import aiohttp.payload
 import botocore.exceptions as bce
 import crc32c
@@ -115,6 +117,7 @@ _INTEGRITY_CODES = {
     "InvalidChecksum", "InvalidPart", "InvalidPartOrder", "PreconditionFailed",
     "IncompleteBody",
 }  # fmt: skip
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^@\s]*@")
 _RANGE_CODES = {"InvalidRange", "416"}
 _BUSY_CODES = {
     "SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "Throttling",
@@ -124,21 +127,13 @@ _BUSY_CODES = {
 
 def _mask(url: object) -> str:
     """A URL without user:password (proxies may carry them)."""
-    text = str(url)
-    try:
-        parts = urlsplit(text)
-    except ValueError:
-        return "<url>"
-    if parts.username is None and parts.password is None:
-        return text
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit(parts._replace(netloc=netloc))
+    return _USERINFO.sub(r"\1", str(url))
 
 
 def _client_error(exc: bce.ClientError, what: str) -> PluginError:
-    error = exc.response.get("Error", {})
-    meta = exc.response.get("ResponseMetadata", {})
+    response = getattr(exc, "response", None) or {}
+    error = response.get("Error", {})
+    meta = response.get("ResponseMetadata", {})
     code = str(error.get("Code") or meta.get("HTTPStatusCode") or "unknown")
     status = meta.get("HTTPStatusCode")
     tries = int(meta.get("RetryAttempts", 0)) + 1
@@ -202,6 +197,9 @@ MAPPINGS: tuple[tuple[type[BaseException], type[PluginError], str], ...] = (
     (bce.BaseEndpointResolverError, ConfigError, "cannot resolve the endpoint (region/endpoint)"),
     (bce.EndpointProviderError, ConfigError, "cannot resolve the endpoint (region/endpoint)"),
     (bce.BotoCoreError, StorageError, "S3 client error ({name})"),
+    (bce.UndefinedModelAttributeError, StorageError, "S3 client error ({name})"),
+    (bce.ClientError, StorageError, "S3 error"),  # translate() reads its code first
+    (aiohttp.http_exceptions.HttpProcessingError, StorageError, "bad HTTP response ({name})"),
     (aiohttp.ClientPayloadError, StorageError, "the response body was cut short"),
     (aiohttp.ClientConnectionError, StorageError, "connection failed ({name})"),
     (aiohttp.ClientError, StorageError, "HTTP error ({name})"),
