@@ -89,7 +89,9 @@ class FaultProxy:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         headers["Host"] = request.headers["Host"]  # signed by the client: keep it
         assert self._session is not None
-        url = URL(self.upstream + request.raw_path, encoded=True)
+        # As a forward proxy (http_proxy) the request line holds the absolute URL.
+        target = request.raw_path if "://" in request.raw_path else self.upstream + request.raw_path
+        url = URL(target, encoded=True)
         async with self._session.request(
             request.method, url, headers=headers, data=body, allow_redirects=False
         ) as upstream:
@@ -216,3 +218,16 @@ async def test_unreachable_endpoint_is_named(seaweed: SeaweedServer, bucket: str
     async with S3Storage(build_config(options)) as store:
         with pytest.raises(StorageError, match=f"cannot connect to endpoint http://{endpoint}"):
             await store.check_bucket(write=True)
+
+
+async def test_http_proxy_carries_the_requests(
+    proxy: FaultProxy, seaweed: SeaweedServer, bucket: str
+) -> None:
+    options = s3_options(seaweed, bucket, http_proxy=proxy.endpoint)
+    async with S3Storage(build_config(options)) as store:
+        await store.put(KEY, b"via proxy", crc32c.crc32c(b"via proxy"))
+        assert await store.get_range(KEY, 4, 9) == [b"proxy"]
+    assert [(method, path.startswith(seaweed.endpoint)) for method, path, _ in proxy.seen] == [
+        ("PUT", True),
+        ("GET", True),
+    ]
