@@ -34,64 +34,72 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         description="Benchmark asyncplug the way gpbackup drives it, against curl/awscli "
         "baselines on the same store. Default: embedded SeaweedFS on loopback, 1 GiB of text.",
     )
-    p.add_argument(
+    add = p.add_argument
+    add(
         "--quick",
         action="store_true",
         help=f"about a minute: {QUICK_SIZE} and the scenarios {','.join(sc.QUICK)}",
     )
-    p.add_argument("--size", help=f"bytes per data set, e.g. 256MiB, 2GiB "
-                   f"(default {DEFAULT_SIZE}, {QUICK_SIZE} with --quick)")  # fmt: skip
-    p.add_argument(
+    add(
+        "--size",
+        help=f"bytes per data set, e.g. 256MiB, 2GiB "
+        f"(default: {DEFAULT_SIZE}, {QUICK_SIZE} with --quick)",
+    )
+    add(
         "--data",
         choices=("text", "random", "both"),
         default="text",
-        help="COPY-like text rows, incompressible bytes, or both",
+        help="COPY-like text rows, incompressible bytes, or both (default: text)",
     )
-    p.add_argument("--scenarios", help="comma-separated, from: " + ",".join(sc.SCENARIOS)
-                   + " (default: all that fit the target; the --quick set with --quick)")  # fmt: skip
-    p.add_argument(
-        "--repeat", type=int, default=1, help="runs per scenario; the median is reported"
+    add(
+        "--scenarios",
+        help="comma-separated, from: "
+        + ",".join(sc.SCENARIOS)
+        + " (default: all that fit the target; fewer with --quick)",
     )
-    p.add_argument(
-        "--config", help="a plugin config file (any S3, or storage: file): no embedded server"
+    add(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs per scenario; the median is reported (default: 1)",
     )
-    p.add_argument(
+    add("--config", help="a plugin config file (any S3, or storage: file): no embedded server")
+    add(
         "--storage",
         choices=("s3", "file"),
         default="s3",
-        help="file: benchmark the directory backend at --path",
+        help="file: the directory backend at --path (default: s3, embedded SeaweedFS)",
     )
-    p.add_argument("--path", help="directory for --storage file")
-    p.add_argument(
+    add("--path", help="directory for --storage file")
+    add(
         "--compare",
         action="append",
         default=[],
         metavar="PATH",
         help="another plugin executable to run on the same scenarios (repeatable)",
     )
-    p.add_argument(
+    add(
         "--plugin",
         default=runner.plugin_executable(),
         help="the asyncplug executable (default: the one beside this Python)",
     )
-    p.add_argument(
+    add(
         "--output",
         default="bench-results",
         help="directory for the JSON and the PNG (default: bench-results)",
     )
-    p.add_argument(
+    add(
         "--work-dir",
-        default=None,
-        help="where data files (and the embedded server's volumes) go (default: system temp)",
+        help="where the data files and the embedded server's volumes go "
+        "(default: the system temp directory)",
     )
-    p.add_argument(
+    add(
         "--seed",
         type=int,
         default=datagen.DEFAULT_SEED,
         help="data generator seed (default: %(default)s)",
     )
-    # fmt: on
-    return p.parse_args(argv)
+    return p.parse_args(argv)  # fmt: skip
 
 
 class Usage(Exception):

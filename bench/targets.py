@@ -68,7 +68,10 @@ class Target:
         return options
 
     def compare_options(self) -> dict[str, Any]:
-        return {k: v for k, v in self.options.items() if k in COMMON_OPTIONS}
+        """The options a compared plugin gets. The reference Go plugin has no directory
+        backend; on a directory target the other plugin must accept storage and path."""
+        common = (*COMMON_OPTIONS, "storage", "path") if self.storage == "file" else COMMON_OPTIONS
+        return {k: v for k, v in self.options.items() if k in common}
 
     # --- S3 access for baselines and inspection ---------------------------------------
     @property

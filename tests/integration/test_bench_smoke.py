@@ -1,0 +1,62 @@
+"""`python -m bench` end to end: the real plugin against an embedded SeaweedFS, and a directory."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench import report
+
+ROOT = Path(__file__).resolve().parents[2]
+PLUGIN = str(Path(sys.executable).parent / "asyncplug")
+
+
+def bench(*args: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any], Path]:
+    out = Path(args[args.index("--output") + 1])
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
+    (json_path,) = [p for p in out.glob("bench-*.json")]
+    return proc, json.loads(json_path.read_text()), out
+
+
+def test_quick_run_writes_verified_results_and_a_chart(tmp_path: Path) -> None:
+    proc, doc, out = bench("--quick", "--size", "16MiB", "--output", str(tmp_path / "results"))
+    assert report.check_document(doc) == []
+    assert doc["ok"] is True and doc["target"]["kind"] == "seaweedfs"
+    rows = {r["label"]: r for r in doc["results"]}
+    assert {"backup_none", "backup_zstd[zstd-3]", "restore_data[none]", "restore_data[zstd-3]",
+            "restore_subset_1pct", "curl_put", "curl_get"} <= set(rows)  # fmt: skip
+    for r in doc["results"]:
+        assert r["error"] is None
+        assert r["mb_per_s"] > 0 and r["cpu_s_per_gib"] > 0 and r["peak_rss_mb"] > 0
+        assert r["verified"] is True, r["label"]  # every backup read back, every restore hashed
+    assert rows["restore_subset_1pct"]["bytes_logical"] == round(16 * 2**20 / 100)
+    assert rows["backup_zstd[zstd-3]"]["compression_ratio"] > 2.5
+    assert rows["backup_none"]["ratio_to_ceiling"] is not None
+    assert (out / "latest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| backup_none | text | asyncplug |" in proc.stdout
+
+
+def test_directory_target_with_a_compared_executable(tmp_path: Path) -> None:
+    """--compare with asyncplug itself: the compared rows and the ratios to them appear."""
+    proc, doc, _ = bench(
+        "--storage", "file", "--path", str(tmp_path / "store"), "--size", "4MiB",
+        "--scenarios", "backup_none,restore_data,restore_subset_10pct,cat_get",
+        "--compare", PLUGIN, "--output", str(tmp_path / "results"),
+    )  # fmt: skip
+    assert report.check_document(doc) == []
+    compared = [r for r in doc["results"] if r["kind"] == "compared"]
+    assert {r["label"] for r in compared} == {
+        "backup_none", "restore_data[none]", "restore_subset_10pct",
+    }  # fmt: skip
+    mine = next(r for r in doc["results"] if r["label"] == "backup_none" and r["kind"] == "plugin")
+    assert set(mine["ratios_to_compared"]) == {"asyncplug-2"}
+    assert all(r["verified"] is True for r in doc["results"])
+    assert not [p for p in (tmp_path / "store").rglob("*") if p.is_file()]  # cleaned up
+    assert "vs asyncplug-2" in proc.stdout
