@@ -192,6 +192,7 @@ async def _restore(
             recorded = await record if record is not None else None
             _check_size(key, recorded, size)
             writer.checksum = recorded is not None
+            started = [record] if record else []  # tasks[0] is _run's now: freed when used
             if 0 in tasks and raw_plan.fetches[0].start == 0 and size >= MIN_COMPRESSED:
                 tasks[0] = asyncio.create_task(not_compressed(tasks[0], raw_plan.fetches[0].end))
             written = await _run(raw_plan, fetch_raw, writer, concurrency + 1, chunk, tasks)
@@ -256,6 +257,7 @@ async def _run(
         # Write every slice whose fetch is ready in one writev (many small ranges would
         # otherwise cost one thread hop each), up to about one chunk.
         views: list[memoryview] = []
+        part: list[memoryview] = []
         size = 0
         end = k
         while end < len(plan.slices) and size < chunk and len(views) < IOV_MAX:
@@ -268,6 +270,7 @@ async def _run(
             size += piece.end - piece.start
             end += 1
         await writer.write(views, out)
+        del views, part  # hold no buffer past its last use: the window is the budget
         out += size
         for number in range(k, end):
             fetch_number = plan.slices[number].fetch

@@ -73,6 +73,7 @@ class FdWriter:
                         self.crc = crc32c(view, self.crc)
             except BaseException as exc:
                 error = exc
+            del job, views  # the buffers may be freed as soon as the loop drops them
             try:
                 loop.call_soon_threadsafe(_settle, done, error)
             except RuntimeError:  # the loop is gone (the restore was abandoned)
