@@ -25,7 +25,7 @@ from bench.chart import write_chart
 from bench.progress import make_display
 
 DEFAULT_SIZE = "1GiB"
-QUICK_SIZE = "128MiB"
+QUICK_SIZE = "64MiB"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
