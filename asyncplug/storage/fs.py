@@ -35,6 +35,7 @@ from asyncplug.storage.base import Buffer, ObjectInfo, Storage, Upload
 
 TMP_PREFIX = ".asyncplug-tmp-"  # a put() in progress
 UPLOAD_PREFIX = ".asyncplug-upload-"  # a multipart upload in progress
+PROBE_PREFIX = ".asyncplug-probe-"  # check_bucket's write probe, removed at once
 META_SUFFIX = ".asyncplug-meta.json"
 T = TypeVar("T")
 READ_CHUNK = 64 * 1024 * 1024  # one pread; Linux returns at most ~2 GiB per call anyway
@@ -57,7 +58,7 @@ def translate(exc: BaseException, what: str) -> PluginError:
 
 def is_hidden(name: str) -> bool:
     """Our temp, upload and metadata files, never listed."""
-    return name.startswith((TMP_PREFIX, UPLOAD_PREFIX)) or (
+    return name.startswith((TMP_PREFIX, UPLOAD_PREFIX, PROBE_PREFIX)) or (
         name.startswith(".") and name.endswith(META_SUFFIX)
     )
 
@@ -353,7 +354,7 @@ class FileStorage(Storage):
             raise AccessDenied(f"directory {self.root} (option path) is not readable by this user")
         if write:
             folder = self.root / self.config.folder
-            probe = folder / f".asyncplug-probe-{socket.gethostname()}-{os.getpid()}"
+            probe = folder / f"{PROBE_PREFIX}{socket.gethostname()}-{os.getpid()}"
             try:
                 folder.mkdir(parents=True, exist_ok=True)
                 probe.write_bytes(b"asyncplug write probe")

@@ -96,6 +96,11 @@ class BufferBody(aiohttp.payload.Payload):
         await writer.write(view)
 
 
+def user_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
+    # parameter_validation is off: make sure botocore gets strings.
+    return {str(k): str(v) for k, v in (metadata or {}).items()}
+
+
 def body_of(data: Buffer) -> Any:
     return BufferBody(data) if len(data) else b""
 
@@ -429,7 +434,7 @@ class S3Storage(Storage):
             Key=key,
             Body=body_of(data),
             ChecksumCRC32C=crc_header(crc32c),
-            Metadata=dict(metadata or {}),
+            Metadata=user_metadata(metadata),
         )
 
     async def start_upload(self, key: str, metadata: Mapping[str, str] | None = None) -> Upload:
@@ -438,7 +443,7 @@ class S3Storage(Storage):
             f"start upload of {self.where(key)}",
             Key=key,
             ChecksumAlgorithm="CRC32C",
-            Metadata=dict(metadata or {}),
+            Metadata=user_metadata(metadata),
         )
         return S3Upload(self, key, response["UploadId"])
 
