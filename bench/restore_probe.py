@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import statistics
 import sys
@@ -67,6 +68,15 @@ def write_config(path: Path, server: SeaweedServer, chunk: int, concurrency: int
         "log_dir": str(path.parent / "log"),
     }
     path.write_text(yaml.safe_dump({"executablepath": "asyncplug", "options": options}))
+
+
+def command_seconds(log_dir: Path) -> dict[str, list[float]]:
+    """Durations the plugin logged per command ("NAME ...: ok, N bytes in S s")."""
+    found: dict[str, list[float]] = {}
+    for path in log_dir.glob("*.log"):
+        for match in re.finditer(r"-(\w+) \S+ .*?: ok, \d+ bytes in ([\d.]+) s", path.read_text()):
+            found.setdefault(match.group(1), []).append(float(match.group(2)))
+    return found
 
 
 def check(run: ChildRun, digest: str, what: str) -> ChildRun:
@@ -133,6 +143,7 @@ def main() -> None:
             subset = [args.plugin, "restore_data_subset", str(config), data_key, str(offsets)]
             subsets.append(check(run_child(subset, drain_stdout=True), subset_digest, "subset"))
 
+        inside = command_seconds(work / "log")
         curl_wall = statistics.median(r.wall_s for r in curls)
         whole_wall = statistics.median(r.wall_s for r in wholes)
         subset_wall = statistics.median(r.wall_s for r in subsets)
@@ -142,7 +153,16 @@ def main() -> None:
         print(line("restore_data", wholes, size, curl_wall))
         print(line("restore_data_subset", subsets, size, curl_wall).split("  x")[0]
               + f"  ({subset_size / MiB:.1f} MiB in {len(ranges)} ranges)")  # fmt: skip
-        print(f"subset vs whole: {whole_wall / subset_wall:.1f}x faster")
+        print(f"subset vs whole: {whole_wall / subset_wall:.1f}x faster (process wall time)")
+        if inside.get("restore_data") and inside.get("restore_data_subset"):
+            whole_in = statistics.median(inside["restore_data"])
+            subset_in = statistics.median(inside["restore_data_subset"])
+            print(f"inside the command (plugin log, after start-up): whole {whole_in:.3f} s,"
+                  f" subset {subset_in:.3f} s: {whole_in / subset_in:.1f}x faster")  # fmt: skip
+        start = statistics.median(r.wall_s for r in subsets) - statistics.median(
+            inside.get("restore_data_subset") or [0.0]
+        )
+        print(f"process start-up (imports, S3 client) of a subset run: about {start:.2f} s")
 
 
 if __name__ == "__main__":

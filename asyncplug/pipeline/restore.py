@@ -159,13 +159,15 @@ async def _restore(
             )
         return data
 
-    # Guess raw and start the first data GET now, beside the tail GET: a raw restore then
-    # pays no extra round trip. A compressed object cancels it.
+    # Guess raw and start the first window of data GETs now, beside the tail GET: a raw
+    # restore then pays no extra round trip. A compressed object cancels them (backup_data
+    # marks its compressed objects, so only objects of other writers are guessed at).
     framed = info.metadata.get(FORMAT_METADATA) == FORMAT_FRAMED
     raw_plan = plan_raw(wanted, chunk, concurrency) if _fits(wanted, size) else None
     tasks: dict[int, asyncio.Task[_Data]] = {}
-    if raw_plan is not None and raw_plan.fetches and not framed:
-        tasks[0] = asyncio.create_task(fetch_raw(raw_plan.fetches[0]))
+    if raw_plan is not None and not framed:
+        for number, fetch in enumerate(raw_plan.fetches[:concurrency]):
+            tasks[number] = asyncio.create_task(fetch_raw(fetch))
     record: asyncio.Task[tuple[int, int] | None] | None = None
     if ranges is None and size and not framed:
         record = asyncio.create_task(_recorded_crc(storage, info))
