@@ -93,6 +93,11 @@ class BufferBody(aiohttp.payload.Payload):
         self, writer: AbstractStreamWriter, content_length: int | None
     ) -> None:
         view = self._view if content_length is None else self._view[:content_length]
+        send_headers = getattr(writer, "send_headers", None)
+        if send_headers is not None:
+            # Else aiohttp joins the buffered headers and this chunk into a new bytes (on
+            # Python < 3.12.9): a copy of every part, measured +0.4 CPU-s/GiB and +22 MB RSS.
+            send_headers()
         await writer.write(view)
 
 
