@@ -7,6 +7,7 @@ import asyncio
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from asyncplug.errors import ConfigError, InputError, Interrupted, ObjectNotFoun
 from asyncplug.keys import backup_prefix
 from asyncplug.pipeline.frames import crc32c
 from asyncplug.storage import open_storage
-from tests.integration.runner import Plugin, make_plugin, one_line_error
+from tests.integration.runner import EXECUTABLE, Plugin, make_plugin, one_line_error
 
 TS = "20250101123456"
 SIBLING = "20250101123457"
@@ -338,3 +339,25 @@ def test_closed_stdout_is_quiet(plugin: Plugin, tmp_path: Path) -> None:
     assert "Exception ignored" not in err and "BrokenPipeError" not in err
     assert err.startswith("asyncplug: ") and err.count("\n") == 1
     assert "stdout closed" in err or "stdout was closed" in err
+
+
+def test_isolated_mode_ignores_greenplum_python_env(
+    write_config: Callable[..., str], tmp_path: Path
+) -> None:
+    """The README's wrapper for hosts whose greenplum_path.sh exports PYTHONHOME/PYTHONPATH."""
+    plugin = make_plugin(
+        {"storage": "file", "path": str(tmp_path / "store"), "folder": FOLDER},
+        write_config,
+        tmp_path,
+    )
+    shadow = tmp_path / "gp-lib"
+    shadow.mkdir()
+    (shadow / "yaml.py").write_text("raise ImportError('the Greenplum copy')\n")
+    env = {**plugin.env, "PYTHONHOME": str(tmp_path / "ext/python"), "PYTHONPATH": str(shadow)}
+    run = [sys.executable, "-I", "-m", "asyncplug", "list_directory", plugin.config]
+    proc = subprocess.run(run, env=env, capture_output=True, timeout=60)
+    assert (proc.returncode, proc.stderr) == (0, b"")
+    plain = subprocess.run(
+        [EXECUTABLE, "list_directory", plugin.config], env=env, capture_output=True, timeout=60
+    )
+    assert plain.returncode != 0  # why the wrapper is needed
