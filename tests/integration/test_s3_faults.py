@@ -7,6 +7,7 @@ error status, drops the connection, or sends only half of the response body.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import random
 import socket
@@ -231,3 +232,19 @@ async def test_http_proxy_carries_the_requests(
         ("PUT", True),
         ("GET", True),
     ]
+
+
+async def test_every_request_gets_all_its_retries(
+    proxy: FaultProxy, seaweed: SeaweedServer, bucket: str
+) -> None:
+    # botocore's retry quota alone would allow 100 retries here (160 requests), not 120.
+    options = s3_options(seaweed, bucket, endpoint=proxy.endpoint, max_retries=2)
+    proxy.faults = [Fault("HEAD", "status", 500, "InternalError") for _ in range(180)]
+    async with S3Storage(build_config(options)) as store:
+        results = await asyncio.gather(
+            *(store.stat(KEY) for _ in range(60)), return_exceptions=True
+        )
+    assert {str(r).rsplit(": ", 1)[-1] for r in results} == {
+        "the server kept failing (500) after 3 attempts"
+    }
+    assert len(proxy.seen) == 180
