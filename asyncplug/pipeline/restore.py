@@ -1,7 +1,7 @@
 """restore_data, restore_data_subset and restore_file: concurrent ranged GETs, written in order.
 
     stat ─┬─ tail GET (trailer + index: raw or compressed?) ─┐
-          ├─ first data GET, assuming raw (speculative) ─────┼─► plan (ranges.py)
+          ├─ first data GETs, assuming raw (speculative) ────┼─► plan (ranges.py)
           └─ checksum record (raw whole restores) ───────────┘
     plan ─► window of fetches (≤ concurrency + 1 in memory) ─► decode pool (compressed)
          ─► FdWriter thread: writev to stdout, or pwritev into a temp file
@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from asyncplug.config import Config
-from asyncplug.errors import IntegrityError, Interrupted, ObjectNotFound
+from asyncplug.errors import IntegrityError, Interrupted, ObjectNotFound, PluginError
 from asyncplug.offsets import Range, check_ranges
 from asyncplug.pipeline import frames
 from asyncplug.pipeline.ranges import Fetch, Plan, plan_frames, plan_raw
@@ -92,7 +92,7 @@ async def restore_stream(
     """
     writer = FdWriter(fd)
     try:
-        return await _restore(storage, key, writer, config, ranges)
+        return await _restore(storage, await storage.stat(key), writer, config, ranges)
     except BrokenPipeError:
         raise Interrupted(
             f"stdout closed by the reader after {writer.written} bytes; restore of {key} stopped"
@@ -108,38 +108,43 @@ async def restore_path(storage: Storage, key: str, path: str, config: Config) ->
     there is never a partial file. A missing object raises ObjectNotFound before anything
     is created.
     """
-    await storage.stat(key)  # ObjectNotFound before any directory or file exists
+    info = await storage.stat(key)  # ObjectNotFound before any directory or file exists
     target = os.path.abspath(path)
     parent = os.path.dirname(target)
-    os.makedirs(parent, exist_ok=True)
     temp = os.path.join(parent, f".{os.path.basename(target)}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-    writer = FdWriter(fd, positional=True)
     try:
-        written = await _restore(storage, key, writer, config, None)
+        os.makedirs(parent, exist_ok=True)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    except OSError as exc:
+        raise PluginError(f"cannot create {path}: {exc.strerror or exc}") from exc
+    writer = FdWriter(fd, positional=True)
+    renamed = False
+    try:
+        written = await _restore(storage, info, writer, config, None)
         await writer.drain()
         await asyncio.to_thread(os.fsync, fd)
         os.close(fd)
         fd = -1
         os.replace(temp, target)
+        renamed = True
         await asyncio.to_thread(_fsync_dir, parent)
         return written
-    except BaseException:
-        await asyncio.shield(writer.drain())  # no write may land in a reused fd
-        if fd >= 0:
-            os.close(fd)
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
+    except OSError as exc:
+        raise PluginError(f"cannot write {path}: {exc.strerror or exc}") from exc
     finally:
+        if fd >= 0:
+            await asyncio.shield(writer.drain())  # no write may land in a reused fd
+            os.close(fd)
         writer.close()
+        if not renamed:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
 
 
 async def _restore(
-    storage: Storage, key: str, writer: FdWriter, config: Config, ranges: list[Range] | None
+    storage: Storage, info: ObjectInfo, writer: FdWriter, config: Config, ranges: list[Range] | None
 ) -> int:
-    info = await storage.stat(key)
-    size = info.size
+    key, size = info.key, info.size
     chunk = config.restore_multipart_chunksize
     concurrency = config.restore_max_concurrent_requests
     requests = asyncio.Semaphore(concurrency)

@@ -67,11 +67,10 @@ def test_coalescing_never_exceeds_a_chunk() -> None:
 
 
 def test_descending_neighbours_merge_backwards() -> None:
+    data = bytes(range(256)) * 2
     plan = plan_raw([(200, 300), (100, 200), (0, 50)], chunk=4096, reuse=4)
     assert spans(plan) == [(0, 300)]
-    assert apply(plan, bytes(range(256)) * 2) == (bytes(range(256)) * 2)[200:300] + (
-        bytes(range(256)) * 2
-    )[100:200] + (bytes(range(256)) * 2)[0:50]
+    assert apply(plan, data) == data[200:300] + data[100:200] + data[:50]
 
 
 def test_repeated_range_is_sliced_from_a_recent_fetch() -> None:
@@ -114,3 +113,30 @@ def test_raw_plan_writes_exactly_the_ranges(
     assert apply(plan, blob) == b"".join(blob[a:b] for a, b in ranges)
     assert all(0 < f.end - f.start <= chunk for f in plan.fetches)
     check_window(plan, reuse)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), chunk=st.integers(1, 5000), reuse=st.integers(1, 4))
+def test_frame_plan_covers_the_ranges_within_the_window(
+    data: st.DataObject, chunk: int, reuse: int
+) -> None:
+    raw = bytes(i % 251 for i in range(10_000))
+    obj = compressed(raw, CODECS["lz4"], 700)
+    trailer = frames.parse_trailer(obj[-frames.TRAILER_SIZE :], len(obj))
+    assert trailer is not None
+    index = frames.FrameIndex(trailer, obj[trailer.index_offset : -frames.TRAILER_SIZE])
+    bound = st.integers(0, len(raw))
+    ranges = data.draw(st.lists(st.tuples(bound, bound).map(lambda p: (min(p), max(p)))))
+    plan = plan_frames(ranges, index, chunk, reuse, gap=data.draw(st.integers(0, 3000)))
+    check_window(plan, reuse)
+    out = []
+    for piece in plan.slices:
+        fetch = plan.fetches[piece.fetch]
+        decoded = {i for f in fetch.frames for i in range(f.raw_start, f.raw_start + f.raw_len)}
+        assert set(range(piece.start, piece.end)) <= decoded  # only decoded frames are used
+        out.append(raw[piece.start : piece.end])
+    assert b"".join(out) == b"".join(raw[a:b] for a, b in ranges)
+    for fetch in plan.fetches:
+        assert fetch.frames and (fetch.raw_len <= chunk or len(fetch.frames) == 1)
+        assert fetch.start == fetch.frames[0].offset
+        assert fetch.end == fetch.frames[-1].offset + fetch.frames[-1].length

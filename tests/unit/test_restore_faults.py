@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 
 from asyncplug.config import Config
-from asyncplug.errors import IntegrityError, Interrupted, ObjectNotFound, StorageError
+from asyncplug.errors import (
+    IntegrityError,
+    Interrupted,
+    ObjectNotFound,
+    PluginError,
+    StorageError,
+)
 from asyncplug.pipeline import frames
 from asyncplug.pipeline.codecs import CODECS
 from asyncplug.pipeline.restore import restore_path, restore_stream
@@ -162,3 +168,14 @@ def test_restore_path_of_a_compressed_object(tmp_path: Path) -> None:
     target = tmp_path / "out"
     asyncio.run(restore_path(store, KEY, str(target), CONFIG))
     assert target.read_bytes() == RAW
+
+
+def test_restore_path_into_an_unusable_directory_is_one_clean_error(tmp_path: Path) -> None:
+    store = MemoryStorage()
+    store.objects[KEY] = (RAW, {})
+    (tmp_path / "plain").write_bytes(b"a file, not a directory")
+    with pytest.raises(PluginError, match="cannot create"):
+        asyncio.run(restore_path(store, KEY, str(tmp_path / "plain" / "sub" / "f"), CONFIG))
+    with pytest.raises(PluginError, match="cannot write"):  # the target is a directory
+        asyncio.run(restore_path(store, KEY, str(tmp_path), CONFIG))
+    assert sorted(os.listdir(tmp_path)) == ["plain"]

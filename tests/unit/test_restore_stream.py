@@ -123,3 +123,32 @@ def test_subset_coalesces_nearby_ranges() -> None:
     assert restore(store, ranges, Config(folder="f"))[1] == b"".join(raw[a:b] for a, b in ranges)
     data_gets = [g for g in store.gets if g[2] != len(raw)]
     assert len(data_gets) == 1  # 20 ranges, 40 kB apart: one GET
+
+
+def test_a_slow_reader_holds_back_fetching() -> None:
+    """While the reader reads nothing, at most concurrency + 1 chunks are fetched."""
+    raw = os.urandom(4 * 1024 * 1024)
+    store = MemoryStorage(piece=65536)
+    store.objects[KEY] = (raw, {})
+    config = Config(folder="f", restore_multipart_chunksize=256 * 1024,
+                    restore_max_concurrent_requests=3)  # fmt: skip
+    read_fd, write_fd = os.pipe()
+
+    async def main() -> bytes:
+        restore = asyncio.create_task(restore_stream(store, KEY, write_fd, config))
+        for _ in range(50):  # let it run until it is stuck on the full pipe
+            await asyncio.sleep(0.01)
+        data_gets = [g for g in store.gets if g[2] - g[1] == 256 * 1024]
+        assert len(data_gets) <= config.restore_max_concurrent_requests + 1
+        data = bytearray()
+        loop = asyncio.get_running_loop()
+        while len(data) < len(raw):
+            data += await loop.run_in_executor(None, os.read, read_fd, 1 << 20)
+        assert await restore == len(raw)
+        return bytes(data)
+
+    try:
+        assert asyncio.run(main()) == raw
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
