@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,10 @@ import yaml
 
 from asyncplug.config import Config, build_config
 from bench.seaweed import ACCESS_KEY, SECRET_KEY, SeaweedServer
+
+# No test may reach the instance-metadata address when a config has no keys and
+# botocore walks the credential chain: this machine talks to loopback only.
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 
 _bucket_numbers = itertools.count(1)
 
