@@ -208,6 +208,14 @@ def main(argv: list[str] | None = None) -> int:
         display.close()
         print("python -m bench: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bench bug: one line here, the traceback in a file
+        display.close()
+        trace = write_traceback(args.output)
+        print(
+            f"python -m bench: unexpected {type(exc).__name__}: {exc} (see {trace})",
+            file=sys.stderr,
+        )
+        return 1
     finally:
         display.close()
         if run is not None and target is not None and target.kind != "seaweedfs":
@@ -243,6 +251,16 @@ def write_outputs(doc: dict[str, Any], output: str) -> tuple[str, str]:
     for src, name in ((json_path, "latest.json"), (png_path, "latest.png")):
         shutil.copyfile(src, os.path.join(output, name))
     return json_path, png_path
+
+
+def write_traceback(output: str) -> str:
+    import traceback
+
+    os.makedirs(output, exist_ok=True)
+    path = os.path.join(output, "bench-error.log")
+    with open(path, "w", encoding="utf-8") as f:
+        traceback.print_exc(file=f)
+    return path
 
 
 def host_info() -> dict[str, Any]:

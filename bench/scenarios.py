@@ -54,6 +54,15 @@ class Variant:
         return f"{self.compression}-{self.level}" if self.level is not None else self.compression
 
 
+def for_codec(scenario: str, op: str, codec: str) -> Variant:
+    """A variant reading or writing objects of `codec` ('none', 'zstd-3', 'lz4'; 'file'
+    is an uncompressed backup_file object)."""
+    if codec in ("none", "file"):
+        return Variant(scenario, op)
+    compression, _, level = codec.partition("-")
+    return Variant(scenario, op, compression=compression, level=int(level) if level else None)
+
+
 def _codec(scenario: str, compression: str, level: int | None = None) -> Variant:
     name = f"{compression}-{level}" if level is not None else ""
     return Variant(scenario, BACKUP_DATA, name, compression, level)

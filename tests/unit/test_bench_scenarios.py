@@ -61,3 +61,12 @@ def test_default_scenarios_fit_the_storage() -> None:
     quick = sc.default_scenarios("s3", quick=True)
     assert set(quick) < set(s3)
     assert "cat_put" in sc.default_scenarios("file", quick=True)
+
+
+@pytest.mark.parametrize("variant", [v for v in sc.VARIANTS if not v.baseline])
+def test_for_codec_rebuilds_the_codec_of_every_variant(variant: sc.Variant) -> None:
+    again = sc.for_codec("verify", sc.RESTORE_DATA, variant.codec)
+    assert (again.compression, again.level, again.codec) == (
+        variant.compression, variant.level, variant.codec,
+    )  # fmt: skip
+    assert sc.for_codec("verify", sc.RESTORE_FILE, "file").compression == "none"
