@@ -154,4 +154,10 @@ def summary(rows: Sequence[dict[str, Any]], compared: Sequence[str] = ()) -> str
         ]  # fmt: skip
         cells += [_num(row["ratios_to_compared"].get(name), 2) for name in compared]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    notes = [
+        f"{row['label']} ({row['executable']}, {row['data']}): {row['wall_vs_full_restore']:.2f} x "
+        "the wall time of restore_data[none]"
+        for row in rows
+        if row.get("wall_vs_full_restore") is not None
+    ]
+    return "\n".join(lines + (["", *notes] if notes else []))

@@ -119,7 +119,17 @@ def test_failures_are_mismatches_and_own_errors_not_compared_ones() -> None:
 def test_summary_is_a_markdown_table_with_compared_columns() -> None:
     rows = sample_rows()
     report.derive(rows, "s3")
-    table = report.summary(rows, ["gpbackup_s3_plugin"]).splitlines()
+    table = [t for t in report.summary(rows, ["gpbackup_s3_plugin"]).splitlines() if t[:1] == "|"]
     assert table[0].startswith("| scenario |") and table[0].endswith("| vs gpbackup_s3_plugin |")
     assert len(table) == 2 + len(rows)
     assert table[2].split("|")[-2].strip() == "1.50"
+
+
+def test_summary_notes_subset_time_against_the_full_restore() -> None:
+    rows = sample_rows()
+    rows[4]["wall_s"] = rows[3]["wall_s"] / 4
+    report.derive(rows, "s3")
+    last = report.summary(rows).splitlines()[-1]
+    assert last == (
+        "restore_subset_1pct (asyncplug, text): 0.25 x the wall time of restore_data[none]"
+    )
