@@ -4,8 +4,10 @@ One thread hop per buffer (not per read): the thread loops os.readv into the buf
 it is full or the stream ends, and computes the CRC32C of each chunk as it arrives (still
 in cache; crc32c releases the GIL). The event loop only sees "buffer done".
 
-Measured against loop.add_reader on a non-blocking pipe, this costs less CPU: add_reader
-wakes the loop for every pipe-full (64 KiB-1 MiB) and runs the read and CRC on the loop.
+Against loop.add_reader on a non-blocking pipe fed by `cat`, CPU was the same (0.45
+CPU-s/GiB for read + CRC, most of it the kernel's pipe copy); the thread keeps the copy
+and the CRC off the event loop, which it wakes once per buffer whatever size the
+producer writes in, where add_reader wakes it for every pipe-full.
 The thread is a daemon so that a cancelled backup exits even while the thread is still
 blocked reading a pipe whose writer never closes (an executor thread would be joined at exit).
 """
