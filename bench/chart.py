@@ -31,7 +31,7 @@ def write_chart(rows: Sequence[dict[str, Any]], path: str, title: str) -> None:
     from matplotlib.patches import Patch
 
     shown = [r for r in rows if r["mb_per_s"]]
-    shown.sort(key=lambda r: (r["direction"] != "backup", r["data"]))
+    shown.sort(key=lambda r: r["direction"] != "backup")  # stable: run order within each
     many_kinds = len({r["data"] for r in shown}) > 1
     labels = [bar_label(r, many_kinds) for r in shown]
     colors = [COLORS[r["kind"]] for r in shown]
