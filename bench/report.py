@@ -83,13 +83,14 @@ def derive(rows: Sequence[dict[str, Any]], storage: str) -> None:
 
 
 def failures(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """What makes the run fail: any mismatch, any asyncplug or baseline error."""
+    """What makes the run fail: any mismatch, any asyncplug error. A failed baseline or
+    compared executable is reported in its row but is not asyncplug's failure."""
     out = []
     for row in rows:
         where = f"{row['label']} ({row['executable']}, {row['data']})"
         if row["verified"] is False:
             out.append(f"{where}: restored bytes do not match")
-        elif row["error"] and row["kind"] != "compared":
+        elif row["error"] and row["kind"] == "plugin":
             out.append(f"{where}: {row['error']}")
     return out
 

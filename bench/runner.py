@@ -10,6 +10,8 @@ the run.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import shutil
 import statistics
@@ -133,8 +135,8 @@ class Runner:
                 return "curl is not installed"
             if not self.target.credentials:
                 return "curl needs aws_access_key_id/aws_secret_access_key in the config"
-        if variant.tool == "awscli" and not aws_executable():
-            return "awscli is not installed (pip install -e '.[bench]')"
+        if variant.tool == "awscli" and not aws_works():
+            return "awscli is not installed or does not start (pip install -e '.[bench]')"
         return ""
 
     def measure(self, variant: sc.Variant, dataset: Dataset, exe: Executable) -> dict[str, Any]:
@@ -220,7 +222,8 @@ class Runner:
             return measure(run, None)
         if op == sc.RESTORE_FILE:
             obj = self.ensure(exe, dataset, "none", file=True)
-            os.unlink(obj.local)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(obj.local)  # restore_file must create it
             run = self.plugin_run(row, [exe.path, op, config, obj.local])
             ok = os.path.exists(obj.local) and digest_file(obj.local)[0] == dataset.digest
             return measure(run, self.checked(obj, ok, row))
@@ -397,7 +400,8 @@ class Runner:
     def read_back(self, exe: Executable, dataset: Dataset, codec: str, obj: StoredObject) -> bool:
         config = self.config(exe, sc.for_codec("verify", sc.RESTORE_DATA, codec))
         if codec == "file":
-            os.unlink(obj.local)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(obj.local)
             self.prepare(
                 "read-back restore_file", [exe.path, sc.RESTORE_FILE, config, obj.local], None
             )
@@ -435,6 +439,17 @@ def link_dataset(dataset: Dataset, local: str) -> None:
         os.link(dataset.path, local)
     except OSError:
         shutil.copyfile(dataset.path, local)
+
+
+@functools.cache
+def aws_works() -> bool:
+    path = aws_executable()
+    if not path:
+        return False
+    try:
+        return subprocess.run([path, "--version"], capture_output=True, timeout=60).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
 
 
 def aws_executable() -> str:

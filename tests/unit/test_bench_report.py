@@ -110,6 +110,7 @@ def test_failures_are_mismatches_and_own_errors_not_compared_ones() -> None:
     rows = sample_rows()
     rows[0]["verified"] = False
     rows[2]["error"] = "gpbackup_s3_plugin exited 1: unknown command"
+    rows[5]["error"] = "curl exited 7: Failed to connect"
     rows[3]["error"] = "asyncplug exited 5: timeout"
     found = report.failures(rows)
     assert len(found) == 2
