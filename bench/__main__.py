@@ -182,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
                             work_dir, display, repeat=args.repeat, seed=args.seed)  # fmt: skip
         rows = run.run()
         report.derive(rows, target.storage)
+        for warning in harness_warnings(rows, harness):
+            display.note(f"warning: {warning}")
         bad = report.failures(rows)
         doc = {
             "schema_version": report.SCHEMA_VERSION,
@@ -251,6 +253,20 @@ def write_outputs(doc: dict[str, Any], output: str) -> tuple[str, str]:
     for src, name in ((json_path, "latest.json"), (png_path, "latest.png")):
         shutil.copyfile(src, os.path.join(output, name))
     return json_path, png_path
+
+
+def harness_warnings(rows: list[dict[str, Any]], harness: list[dict[str, Any]]) -> list[str]:
+    """The bench's own feed and drain must be far faster than what they measure."""
+    out = []
+    for data in harness:
+        for direction, side in (("backup", "producer"), ("restore", "consumer")):
+            speeds = [r["mb_per_s"] or 0 for r in rows if r["kind"] == "plugin"
+                      and r["data"] == data["kind"] and r["direction"] == direction]  # fmt: skip
+            own, top = data[f"{side}_mb_per_s"], max(speeds, default=0)
+            if own < 3 * top:
+                out.append(f"the {side} ({own:,.0f} MB/s) is not 3x faster than the fastest "
+                           f"asyncplug {direction} ({top:,.0f} MB/s) on {data['kind']} data")  # fmt: skip
+    return out
 
 
 def write_traceback(output: str) -> str:
