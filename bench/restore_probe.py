@@ -2,7 +2,7 @@
 
 Usage:
     .venv/bin/python -m bench.restore_probe [--size 1GiB] [--repeat 3]
-        [--chunk 8MiB] [--concurrency 6] [--plugin .venv/bin/asyncplug]
+        [--chunk 12MiB] [--concurrency 4] [--plugin .venv/bin/asyncplug]
 
 Starts a private SeaweedFS on loopback (telemetry off), stores a random object of
 --size with the plugin's own backup_data, then, --repeat times in alternation:
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import yaml
 
-from asyncplug.config import GiB, MiB, parse_size
+from asyncplug.config import Config, GiB, MiB, parse_size
 from bench.procs import ChildRun, run_child
 from bench.seaweed import ACCESS_KEY, SECRET_KEY, SeaweedServer
 from bench.verify import digest_file
@@ -101,18 +101,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="1GiB")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--chunk", default="8MiB")
-    parser.add_argument("--concurrency", type=int, default=6)
+    parser.add_argument("--chunk", default=None, help="default: the plugin's default")
+    parser.add_argument("--concurrency", type=int, default=None)
     parser.add_argument("--plugin", default=str(Path(sys.executable).parent / "asyncplug"))
     args = parser.parse_args()
     size = parse_size(args.size, "--size")
-    chunk = parse_size(args.chunk, "--chunk")
+    chunk = parse_size(args.chunk, "--chunk") if args.chunk else Config.restore_multipart_chunksize
+    concurrency = args.concurrency or Config.restore_max_concurrent_requests
 
     with tempfile.TemporaryDirectory(prefix="asyncplug-probe-") as tmp, SeaweedServer() as server:
         work = Path(tmp)
         server.create_bucket(BUCKET)
         config = work / "plugin.yaml"
-        write_config(config, server, chunk, args.concurrency)
+        write_config(config, server, chunk, concurrency)
         source = work / "source.bin"
         make_source(source, size)
         digest, _ = digest_file(str(source))
@@ -147,7 +148,7 @@ def main() -> None:
         curl_wall = statistics.median(r.wall_s for r in curls)
         whole_wall = statistics.median(r.wall_s for r in wholes)
         subset_wall = statistics.median(r.wall_s for r in subsets)
-        print(f"object {size / MiB:.0f} MiB, chunk {chunk / MiB:g} MiB x {args.concurrency},"
+        print(f"object {size / MiB:.0f} MiB, chunk {chunk / MiB:g} MiB x {concurrency},"
               f" median of {args.repeat}")  # fmt: skip
         print(line("curl GET", curls, size, curl_wall))
         print(line("restore_data", wholes, size, curl_wall))

@@ -41,8 +41,14 @@ class Fetch:
 
     @property
     def raw_len(self) -> int:
-        """Bytes this fetch holds once decoded (what it costs in the window)."""
+        """Bytes this fetch holds once decoded."""
         return sum(f.raw_len for f in self.frames) if self.frames else self.end - self.start
+
+    @property
+    def cost(self) -> int:
+        """Most bytes it holds at once: a compressed fetch holds its compressed bytes while
+        its frames are decoded."""
+        return self.raw_len + (self.end - self.start if self.frames else 0)
 
 
 @dataclass(frozen=True)
@@ -120,9 +126,9 @@ def plan_frames(
 ) -> Plan:
     """Plan GETs of a compressed object: only the frames overlapping the ranges.
 
-    A fetch is a run of frames in object order holding at most `chunk` raw bytes (at
-    least one frame); frames between them that nobody needs are read over when they are
-    smaller than `gap`, never decoded.
+    A fetch is a run of frames in object order whose compressed plus decoded bytes stay
+    within `chunk` (at least one frame); frames between them that nobody needs are read
+    over when they are smaller than `gap`, never decoded.
     """
     plan = Plan()
     for start, end in ranges:
@@ -143,7 +149,7 @@ def _place_frame(plan: Plan, frame: Frame, chunk: int, reuse: int, gap: int) -> 
         if (
             frame.number > open_.frames[-1].number
             and frame.offset - open_.end <= gap
-            and open_.raw_len + frame.raw_len <= chunk
+            and open_.cost + frame.raw_len + frame.offset + frame.length - open_.end <= chunk
         ):
             open_.frames.append(frame)
             open_.end = frame.offset + frame.length

@@ -7,8 +7,8 @@
          ─► FdWriter thread: writev to stdout, or pwritev into a temp file
 
 Memory: at most `restore_max_concurrent_requests + 1` fetches are held, each at most
-`restore_multipart_chunksize` raw bytes (compressed: plus its compressed bytes while it
-is being decoded, and at least one whole frame).
+`restore_multipart_chunksize` bytes (compressed: its compressed plus decoded bytes; at
+least one whole frame).
 
 Integrity: a raw object written by asyncplug carries a whole-stream CRC32C (user metadata
 on single-PUT objects, a `<key>.asyncplug-crc` sidecar for multipart ones); a whole

@@ -137,6 +137,6 @@ def test_frame_plan_covers_the_ranges_within_the_window(
         out.append(raw[piece.start : piece.end])
     assert b"".join(out) == b"".join(raw[a:b] for a, b in ranges)
     for fetch in plan.fetches:
-        assert fetch.frames and (fetch.raw_len <= chunk or len(fetch.frames) == 1)
+        assert fetch.frames and (fetch.cost <= chunk or len(fetch.frames) == 1)
         assert fetch.start == fetch.frames[0].offset
         assert fetch.end == fetch.frames[-1].offset + fetch.frames[-1].length
