@@ -114,7 +114,9 @@ def run(argv: Sequence[str]) -> int:
             return 0
         if name == "plugin_api_version":
             if len(args) > 2:  # gpbackup passes none; a config path is tolerated
-                raise UsageError("plugin_api_version takes no arguments")
+                raise UsageError(
+                    "plugin_api_version takes no arguments; usage: asyncplug plugin_api_version"
+                )
             _print(f"{API_VERSION}\n")
             return 0
         command = COMMANDS.get(name)
@@ -250,6 +252,8 @@ def _as_plugin_error(name: str, exc: BaseException) -> BaseException:
 
 
 def _fail(name: str, args: list[str], exc: BaseException, started: float, configured: bool) -> int:
+    for sig in SIGNALS:  # a second signal must not interrupt the report of the first
+        signal.signal(sig, signal.SIG_IGN)
     error = _as_plugin_error(name, exc)
     code = exit_code_for(error)
     path = None if configured else logfile.configure()  # no config: the default log dir
