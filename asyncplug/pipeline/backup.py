@@ -27,7 +27,7 @@ from typing import Any
 
 from asyncplug.config import Config
 from asyncplug.errors import PluginError, StorageError
-from asyncplug.pipeline.compress import FRAME_SIZE, FrameCompressor
+from asyncplug.pipeline.compress import FRAME_SIZE, FrameCompressor, frame_memory
 from asyncplug.pipeline.frames import crc32c, crc32c_combine
 from asyncplug.pipeline.parts import BufferPool, PartPlan, plan_parts
 from asyncplug.pipeline.reader import StreamReader
@@ -75,11 +75,12 @@ async def run_backup(
         storage.max_part_size,
         storage.max_parts,
     )
-    pool = BufferPool(
-        plan.first * (config.backup_max_concurrent_requests + config.backup_queue_depth)
-    )
-    reader = StreamReader(fd)
     framed = config.compression != "none"
+    budget = plan.first * (config.backup_max_concurrent_requests + config.backup_queue_depth)
+    if framed:  # frames in and out of the workers come out of the same budget
+        budget -= frame_memory(frame_size, config.compression_workers)
+    pool = BufferPool(max(budget, 2 * plan.first))
+    reader = StreamReader(fd)
     uploader = PartUploader(storage, key, plan, pool, config.backup_max_concurrent_requests)
     uploader.metadata = {META_FORMAT: FORMAT_FRAMED if framed else FORMAT_RAW}
     try:

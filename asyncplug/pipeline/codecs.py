@@ -70,7 +70,9 @@ class Codec:
 
 
 CODECS: dict[str, Codec] = {
-    "zstd": Codec("zstd", 1, 3, _zstd_compress, _zstd_decompress),
+    # zstd level 1, not 3: measured on COPY-like text 1.5x faster (209 vs 143 MB/s per
+    # core here) for a ratio of 3.3 instead of 3.4.
+    "zstd": Codec("zstd", 1, 1, _zstd_compress, _zstd_decompress),
     "gzip": Codec("gzip", 2, 6, _gzip_compress, _gzip_decompress),
     "lz4": Codec("lz4", 3, 0, _lz4_compress, _lz4_decompress),
 }

@@ -3,8 +3,8 @@
 The reader fills fixed-size raw frame buffers (their CRC32C comes with them); each frame
 is compressed on a worker thread (zstandard, zlib and lz4 release the GIL), and finished
 frames are handed on strictly in stream order. At most `workers + 1` frames are being
-compressed or waiting, so raw frame memory is frame_size * (workers + 2) including the
-one the reader fills, plus at most as many compressed frames waiting to be written.
+compressed or waiting, so frames hold at most frame_memory() bytes: raw frames
+(workers + 2, with the one the reader fills) and compressed ones waiting to be written.
 
 The index grows by 12 bytes per frame (3 MiB per TiB of stream at 4 MiB frames) and is
 written after the last frame; it is kept packed, not as Python objects.
@@ -25,6 +25,12 @@ from asyncplug.pipeline.reader import StreamReader
 FRAME_SIZE = 4 * 1024 * 1024  # raw bytes per frame: fine-grained ranged restore, good ratio
 
 Sink = Callable[[bytes | bytearray | memoryview], Awaitable[None]]
+
+
+def frame_memory(frame_size: int, workers: int) -> int:
+    """Most bytes of frames held at once: raw frames being read, compressed or waiting
+    (workers + 2) and compressed frames waiting to be written (workers + 1)."""
+    return frame_size * (2 * workers + 3)
 
 
 class FrameCompressor:

@@ -27,7 +27,7 @@ from asyncplug.pipeline.frames import crc32c
 from asyncplug.storage import Storage, open_storage
 from bench.procs import run_child
 from bench.seaweed import SeaweedServer
-from tests.backup_support import FaultyStorage, fail_at, pipe_feed, read_back
+from tests.backup_support import FaultyStorage, fail_at, pipe_feed, read_back, text_rows
 from tests.conftest import file_options, s3_options
 from tests.integration.runner import EXECUTABLE, make_plugin
 
@@ -229,3 +229,22 @@ def test_rss_of_a_1_gib_stream_stays_under_the_budget(
     client.delete_objects(
         Bucket=bucket, Delete={"Objects": [{"Key": key}, {"Key": key + ".asyncplug-crc"}]}
     )
+
+
+def test_a_compressed_backup_restores_with_a_config_that_says_none(
+    backend_options: dict[str, Any], write_config: Callable[..., str], tmp_path: Path
+) -> None:
+    """The format describes itself: restore never looks at the compression option."""
+    zstd = make_plugin({**backend_options, "compression": "zstd"}, write_config, tmp_path, "z.yaml")
+    none = make_plugin({**backend_options, "compression": "none"}, write_config, tmp_path)
+    local = str(tmp_path / "seg0" / "backups" / TS[:8] / TS / f"gpbackup_0_{TS}")
+    data = text_rows(9 * MiB + 123)
+    zstd("backup_data", local, stdin=data)
+    assert none("restore_data", local).stdout == data
+    config = build_config(backend_options)
+
+    async def stored_size() -> int:
+        async with open_storage(config) as storage:
+            return (await storage.stat(object_key(config.folder, local))).size
+
+    assert asyncio.run(stored_size()) < len(data) // 2  # it really was compressed
