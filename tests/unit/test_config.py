@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -153,3 +154,23 @@ def test_messages_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(write(tmp_path, "options:\n  bucket: [\n"))
     assert "\n" not in str(caught.value)
+
+
+def readme_options() -> dict[str, str]:
+    """`| \\`name\\` (Go) | default | meaning |` rows of the README's configuration table."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    table = readme.split("## Configuration reference", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `([a-z0-9_]+)`(?: \(Go\))? \| ([^|]+) \|", table, re.MULTILINE)
+    return {name: default.strip() for name, default in rows}
+
+
+def test_readme_documents_every_option_with_its_default() -> None:
+    documented = readme_options()
+    assert set(documented) == set(OPTIONS)
+    defaults = Config(folder="")  # required, so documented without a default
+    for name, shown in documented.items():
+        value = getattr(defaults, name)
+        if shown.startswith("`"):
+            assert OPTIONS[name](shown.strip("`"), name) == value, name
+        elif shown == "—":
+            assert value == "", name
