@@ -66,6 +66,7 @@ def write_config(path: Path, server: SeaweedServer, chunk: int, concurrency: int
         "restore_multipart_chunksize": chunk,
         "restore_max_concurrent_requests": concurrency,
         "log_dir": str(path.parent / "log"),
+        "log_level": "debug",  # restore.py logs its own time from stat to the last byte
     }
     path.write_text(yaml.safe_dump({"executablepath": "asyncplug", "options": options}))
 
@@ -76,6 +77,15 @@ def command_seconds(log_dir: Path) -> dict[str, list[float]]:
     for path in log_dir.glob("*.log"):
         for match in re.finditer(r"-(\w+) \S+ .*?: ok, \d+ bytes in ([\d.]+) s", path.read_text()):
             found.setdefault(match.group(1), []).append(float(match.group(2)))
+    return found
+
+
+def data_path_seconds(log_dir: Path) -> dict[int, list[float]]:
+    """restore.py's own times ("N bytes in S s from stat to the last byte"), by N."""
+    found: dict[int, list[float]] = {}
+    for path in log_dir.glob("*.log"):
+        for match in re.finditer(r": (\d+) bytes in ([\d.]+) s from stat", path.read_text()):
+            found.setdefault(int(match.group(1)), []).append(float(match.group(2)))
     return found
 
 
@@ -160,6 +170,11 @@ def main() -> None:
             subset_in = statistics.median(inside["restore_data_subset"])
             print(f"inside the command (plugin log, after start-up): whole {whole_in:.3f} s,"
                   f" subset {subset_in:.3f} s: {whole_in / subset_in:.1f}x faster")  # fmt: skip
+        path = data_path_seconds(work / "log")
+        if path.get(size) and path.get(subset_size):
+            whole_p, subset_p = statistics.median(path[size]), statistics.median(path[subset_size])
+            print(f"restore pipeline alone (stat to last byte): whole {whole_p:.3f} s,"
+                  f" subset {subset_p:.3f} s: {whole_p / subset_p:.1f}x faster")  # fmt: skip
         start = statistics.median(r.wall_s for r in subsets) - statistics.median(
             inside.get("restore_data_subset") or [0.0]
         )

@@ -12,9 +12,9 @@ Rules:
 - a later range that lies inside one of the last `reuse` fetches is sliced from it
   instead of being fetched again (each frame once, within the window).
 
-The restore engine keeps at most `concurrency + 1` fetches in memory. Reuse is limited to
-the last `reuse <= concurrency` fetches so that the fetches held back for a later slice
-never fill the window: the next fetch the writer needs always has a free slot.
+The restore engine holds fetches until their last slice is written, within a byte budget
+of chunk * (concurrency + 1). Reuse is limited to the last `reuse` (= concurrency)
+fetches, so what is held back for a later slice stays within that budget.
 """
 
 from __future__ import annotations

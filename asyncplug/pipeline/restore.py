@@ -3,12 +3,12 @@
     stat ─┬─ tail GET (trailer + index: raw or compressed?) ─┐
           ├─ first data GETs, assuming raw (speculative) ────┼─► plan (ranges.py)
           └─ checksum record (raw whole restores) ───────────┘
-    plan ─► window of fetches (≤ concurrency + 1 in memory) ─► decode pool (compressed)
+    plan ─► fetches within a byte budget (chunk × (concurrency + 1)) ─► decode pool (compressed)
          ─► FdWriter thread: writev to stdout, or pwritev into a temp file
 
-Memory: at most `restore_max_concurrent_requests + 1` fetches are held, each at most
-`restore_multipart_chunksize` bytes (compressed: its compressed plus decoded bytes; at
-least one whole frame).
+Memory: the fetches held (compressed: their compressed plus decoded bytes) stay within
+`restore_multipart_chunksize * (restore_max_concurrent_requests + 1)`, give or take one
+frame larger than the chunk size; at most `restore_max_concurrent_requests` GETs run.
 
 Integrity: a raw object written by asyncplug carries a whole-stream CRC32C (user metadata
 on single-PUT objects, a `<key>.asyncplug-crc` sidecar for multipart ones); a whole
@@ -22,8 +22,10 @@ import asyncio
 import bisect
 import contextlib
 import json
+import logging
 import os
 import secrets
+import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -36,10 +38,15 @@ from asyncplug.pipeline.ranges import Fetch, Plan, plan_frames, plan_raw
 from asyncplug.pipeline.writer import IOV_MAX, FdWriter
 from asyncplug.storage.base import ObjectInfo, Storage
 
+log = logging.getLogger(__name__)
+
 # The tail GET reads this much, so the index of a compressed object (12 bytes a frame:
 # ~5000 frames) usually comes with its trailer, saving a round trip.
 TAIL_PROBE = 64 * 1024
 MIN_COMPRESSED = frames.HEADER_SIZE + frames.TRAILER_SIZE
+# Most fetches started ahead of the writer: many tiny ranges must not become thousands of
+# tasks queued on the request semaphore.
+MAX_AHEAD = 64
 
 # What backup_data records with an object (docs/FORMAT.md). The format metadata is only
 # a hint (objects of other writers have none): the trailer decides.
@@ -92,7 +99,11 @@ async def restore_stream(
     """
     writer = FdWriter(fd)
     try:
-        return await _restore(storage, await storage.stat(key), writer, config, ranges)
+        started = time.monotonic()
+        written = await _restore(storage, await storage.stat(key), writer, config, ranges)
+        log.debug("restore of %s: %d bytes in %.3f s from stat to the last byte",
+                  key, written, time.monotonic() - started)  # fmt: skip
+        return written
     except BrokenPipeError:
         raise Interrupted(
             f"stdout closed by the reader after {writer.written} bytes; restore of {key} stopped"
@@ -148,6 +159,7 @@ async def _restore(
     chunk = config.restore_multipart_chunksize
     concurrency = config.restore_max_concurrent_requests
     requests = asyncio.Semaphore(concurrency)
+    budget = chunk * (concurrency + 1)  # the memory formula of Config's docstring
     wanted = [(0, size)] if ranges is None else list(ranges)
 
     async def fetch_raw(fetch: Fetch) -> _Data:
@@ -202,7 +214,8 @@ async def _restore(
             started = [record] if record else []  # tasks[0] is _run's now: freed when used
             if 0 in tasks and raw_plan.fetches[0].start == 0 and size >= MIN_COMPRESSED:
                 tasks[0] = asyncio.create_task(not_compressed(tasks[0], raw_plan.fetches[0].end))
-            written = await _run(raw_plan, fetch_raw, writer, concurrency + 1, chunk, tasks)
+            _log_plan(key, "raw", wanted, raw_plan)
+            written = await _run(raw_plan, fetch_raw, writer, budget, chunk, tasks)
             _check_crc(key, recorded, writer)
             return written
 
@@ -212,6 +225,7 @@ async def _restore(
         wanted = [(0, index.raw_size)] if ranges is None else wanted
         check_ranges(wanted, index.raw_size)
         plan = plan_frames(wanted, index, chunk, concurrency)
+        _log_plan(key, f"{index.codec.name} compressed", wanted, plan)
         with ThreadPoolExecutor(config.compression_workers, "asyncplug-decode") as pool:
 
             async def fetch_frames(fetch: Fetch) -> _Data:
@@ -223,7 +237,7 @@ async def _restore(
 
             tasks = {}
             try:
-                return await _run(plan, fetch_frames, writer, concurrency + 1, chunk, tasks)
+                return await _run(plan, fetch_frames, writer, budget, chunk, tasks)
             finally:
                 await _reap(tasks.values())
     finally:
@@ -242,24 +256,32 @@ async def _run(
     plan: Plan,
     fetch: Fetcher,
     writer: FdWriter,
-    window: int,
+    budget: int,
     chunk: int,
     tasks: dict[int, asyncio.Task[_Data]],
 ) -> int:
-    """Fetch ahead within the window and write the slices in order; returns bytes written.
+    """Fetch ahead within the budget and write the slices in order; returns bytes written.
 
-    `tasks` may hold fetches already started (the speculative first GET). Fetches start in
-    order of first use; one is dropped as soon as its last slice is written.
+    Fetches start in order of first use while the bytes they may hold (Fetch.cost) fit in
+    `budget`, and at most MAX_AHEAD of them; one is dropped as soon as its last slice is
+    written. The fetch the writer waits for always starts, so an oversized frame or the
+    fetches held back for reuse (ranges.py) cannot stall it. Counting bytes, not fetches,
+    lets small subset GETs run ahead of a slow one instead of queueing behind it. `tasks`
+    may hold fetches already started (the speculative first GETs), numbered from 0.
     """
-    launched = held = len(tasks)
+    launched = len(tasks)
+    held = sum(plan.fetches[number].cost for number in tasks)
     out = 0
     k = 0
     while k < len(plan.slices):
-        while launched < len(plan.fetches) and held < window:
-            if launched not in tasks:
-                tasks[launched] = asyncio.create_task(fetch(plan.fetches[launched]))
+        while launched < len(plan.fetches):
+            cost = plan.fetches[launched].cost
+            needed = plan.slices[k].fetch >= launched
+            if not needed and (held + cost > budget or len(tasks) >= MAX_AHEAD):
+                break
+            tasks[launched] = asyncio.create_task(fetch(plan.fetches[launched]))
             launched += 1
-            held += 1
+            held += cost
         await tasks[plan.slices[k].fetch]
         # Write every slice whose fetch is ready in one writev (many small ranges would
         # otherwise cost one thread hop each), up to about one chunk.
@@ -283,9 +305,15 @@ async def _run(
             fetch_number = plan.slices[number].fetch
             if plan.last_use[fetch_number] == number:
                 del tasks[fetch_number]
-                held -= 1
+                held -= plan.fetches[fetch_number].cost
         k = end
     return out
+
+
+def _log_plan(key: str, kind: str, wanted: list[Range], plan: Plan) -> None:
+    fetched = sum(f.end - f.start for f in plan.fetches)
+    log.debug("restore of %s (%s): %d ranges, %d bytes, in %d GETs of %d bytes",
+              key, kind, len(wanted), plan.output_size, len(plan.fetches), fetched)  # fmt: skip
 
 
 def _fits(wanted: list[Range], size: int) -> bool:
