@@ -155,93 +155,136 @@ async def restore_path(storage: Storage, key: str, path: str, config: Config) ->
 async def _restore(
     storage: Storage, info: ObjectInfo, writer: FdWriter, config: Config, ranges: list[Range] | None
 ) -> int:
-    key, size = info.key, info.size
-    chunk = config.restore_multipart_chunksize
-    concurrency = config.restore_max_concurrent_requests
-    requests = asyncio.Semaphore(concurrency)
-    budget = chunk * (concurrency + 1)  # the memory formula of Config's docstring
-    wanted = [(0, size)] if ranges is None else list(ranges)
-
-    async def fetch_raw(fetch: Fetch) -> _Data:
-        async with requests:
-            chunks = await storage.get_range(key, fetch.start, fetch.end)
-        _check_length(key, fetch, chunks)
-        return _Data.of_chunks(fetch.start, chunks)
-
-    async def not_compressed(first: asyncio.Task[_Data], end: int) -> _Data:
-        data = await first
-        if b"".join(data.view(0, min(end, 8))) == frames.MAGIC_HEAD:
-            raise IntegrityError(
-                f"{key} starts like a compressed object but its trailer is damaged"
-            )
-        return data
-
-    # Guess raw and start the first window of data GETs now, beside the tail GET: a raw
-    # restore then pays no extra round trip. A compressed object cancels them (backup_data
-    # marks its compressed objects, so only objects of other writers are guessed at).
-    framed = info.metadata.get(FORMAT_METADATA) == FORMAT_FRAMED
-    raw_plan = plan_raw(wanted, chunk, concurrency) if _fits(wanted, size) else None
-    tasks: dict[int, asyncio.Task[_Data]] = {}
-    if raw_plan is not None and not framed:
-        for number, fetch in enumerate(raw_plan.fetches[:concurrency]):
-            tasks[number] = asyncio.create_task(fetch_raw(fetch))
-    record: asyncio.Task[tuple[int, int] | None] | None = None
-    if ranges is None and size and not framed:
-        record = asyncio.create_task(_recorded_crc(storage, info))
-    started: list[asyncio.Future[Any]] = [*tasks.values(), *([record] if record else [])]
+    job = _Restore(storage, info, writer, config)
     try:
-        tail_start = max(0, size - TAIL_PROBE)
-        tail = b""
-        if size >= MIN_COMPRESSED:
-            first = raw_plan.fetches[0] if raw_plan and raw_plan.fetches else None
-            if 0 in tasks and first and first.start <= tail_start and first.end == size:
-                tail = b"".join((await tasks[0]).view(tail_start, size))
-            else:
-                async with requests:
-                    tail = b"".join(await storage.get_range(key, tail_start, size))
-        trailer = frames.parse_trailer(tail[-frames.TRAILER_SIZE :], size) if tail else None
+        return await job.run(ranges)
+    finally:
+        await _reap(job.running)
 
+
+class _Restore:
+    """One restore of one object: detect the format, plan, fetch, write."""
+
+    def __init__(self, storage: Storage, info: ObjectInfo, writer: FdWriter, config: Config):
+        self.storage, self.info, self.writer = storage, info, writer
+        self.key, self.size = info.key, info.size
+        self.chunk = config.restore_multipart_chunksize
+        self.concurrency = config.restore_max_concurrent_requests
+        self.workers = config.compression_workers
+        self.requests = asyncio.Semaphore(self.concurrency)
+        self.budget = self.chunk * (self.concurrency + 1)  # the formula in Config's docstring
+        self.running: list[asyncio.Future[Any]] = []  # reaped when the restore ends
+
+    async def run(self, ranges: list[Range] | None) -> int:
+        whole = ranges is None
+        wanted = [(0, self.size)] if ranges is None else list(ranges)
+        # Guess raw and start the first data GETs now, beside the tail GET: a raw restore
+        # then pays no extra round trip. A compressed object cancels them (backup_data marks
+        # its compressed objects, so only objects of other writers are guessed at).
+        framed = self.info.metadata.get(FORMAT_METADATA) == FORMAT_FRAMED
+        plan = plan_raw(wanted, self.chunk, self.concurrency) if _fits(wanted, self.size) else None
+        tasks: dict[int, asyncio.Task[_Data]] = {}
+        if plan is not None and not framed:
+            for number, fetch in enumerate(plan.fetches[: self.concurrency]):
+                tasks[number] = asyncio.create_task(self.fetch_raw(fetch))
+        record = None
+        if whole and self.size and not framed:
+            record = asyncio.create_task(_recorded_crc(self.storage, self.info))
+        self.running = [*tasks.values(), *([record] if record else [])]
+
+        tail_start, tail = await self.read_tail(plan, tasks)
+        trailer = frames.parse_trailer(tail[-frames.TRAILER_SIZE :], self.size) if tail else None
         if trailer is None and framed:
-            raise IntegrityError(f"{key} is a compressed object but its trailer is damaged")
+            raise IntegrityError(f"{self.key} is a compressed object but its trailer is damaged")
         if trailer is None:
-            check_ranges(wanted, size)
-            assert raw_plan is not None  # _fits held, since check_ranges passed
-            # The record costs a round trip or two, overlapped with the first data GET;
-            # knowing it first spares the CRC work when there is nothing to check.
-            recorded = await record if record is not None else None
-            _check_size(key, recorded, size)
-            writer.checksum = recorded is not None
-            started = [record] if record else []  # tasks[0] is _run's now: freed when used
-            if 0 in tasks and raw_plan.fetches[0].start == 0 and size >= MIN_COMPRESSED:
-                tasks[0] = asyncio.create_task(not_compressed(tasks[0], raw_plan.fetches[0].end))
-            _log_plan(key, "raw", wanted, raw_plan)
-            written = await _run(raw_plan, fetch_raw, writer, budget, chunk, tasks)
-            _check_crc(key, recorded, writer)
-            return written
-
-        for future in started:
-            future.cancel()
-        index = await _read_index(storage, key, trailer, tail, tail_start)
-        wanted = [(0, index.raw_size)] if ranges is None else wanted
+            check_ranges(wanted, self.size)
+            assert plan is not None  # _fits held, since check_ranges passed
+            return await self.raw(wanted, plan, tasks, record)
+        await _reap(self.running)
+        index = await self.read_index(trailer, tail, tail_start)
+        wanted = [(0, index.raw_size)] if whole else wanted
         check_ranges(wanted, index.raw_size)
-        plan = plan_frames(wanted, index, chunk, concurrency)
-        _log_plan(key, f"{index.codec.name} compressed", wanted, plan)
-        with ThreadPoolExecutor(config.compression_workers, "asyncplug-decode") as pool:
+        return await self.framed(wanted, index)
+
+    async def read_tail(
+        self, plan: Plan | None, tasks: dict[int, asyncio.Task[_Data]]
+    ) -> tuple[int, bytes]:
+        """(offset, bytes) of the object's last TAIL_PROBE bytes; b"" when too small."""
+        tail_start = max(0, self.size - TAIL_PROBE)
+        if self.size < MIN_COMPRESSED:
+            return tail_start, b""
+        first = plan.fetches[0] if plan and plan.fetches else None
+        if 0 in tasks and first and first.start <= tail_start and first.end == self.size:
+            return tail_start, b"".join((await tasks[0]).view(tail_start, self.size))
+        async with self.requests:
+            chunks = await self.storage.get_range(self.key, tail_start, self.size)
+        return tail_start, b"".join(chunks)
+
+    async def read_index(
+        self, trailer: frames.Trailer, tail: bytes, tail_start: int
+    ) -> frames.FrameIndex:
+        start, end = trailer.index_offset, trailer.index_offset + trailer.index_len
+        if start >= tail_start:
+            raw = tail[start - tail_start : end - tail_start]
+        else:
+            raw = b"".join(await self.storage.get_range(self.key, start, end))
+        return frames.FrameIndex(trailer, raw)
+
+    async def raw(
+        self,
+        wanted: list[Range],
+        plan: Plan,
+        tasks: dict[int, asyncio.Task[_Data]],
+        record: asyncio.Task[tuple[int, int] | None] | None,
+    ) -> int:
+        # The record costs a round trip or two, overlapped with the first data GETs;
+        # knowing it first spares the CRC work when there is nothing to check.
+        recorded = await record if record is not None else None
+        _check_size(self.key, recorded, self.size)
+        self.writer.checksum = recorded is not None
+        if 0 in tasks and plan.fetches[0].start == 0 and self.size >= MIN_COMPRESSED:
+            tasks[0] = asyncio.create_task(self.not_compressed(tasks[0], plan.fetches[0].end))
+        self.running = []  # from here _run owns the tasks, and frees each after its use
+        _log_plan(self.key, "raw", wanted, plan)
+        try:
+            written = await _run(plan, self.fetch_raw, self.writer, self.budget, self.chunk, tasks)
+        finally:
+            self.running = list(tasks.values())
+        _check_crc(self.key, recorded, self.writer)
+        return written
+
+    async def framed(self, wanted: list[Range], index: frames.FrameIndex) -> int:
+        plan = plan_frames(wanted, index, self.chunk, self.concurrency)
+        _log_plan(self.key, f"{index.codec.name} compressed", wanted, plan)
+        tasks: dict[int, asyncio.Task[_Data]] = {}
+        with ThreadPoolExecutor(self.workers, "asyncplug-decode") as pool:
 
             async def fetch_frames(fetch: Fetch) -> _Data:
-                async with requests:
-                    chunks = await storage.get_range(key, fetch.start, fetch.end)
-                _check_length(key, fetch, chunks)
+                chunks = await self.get(fetch)
                 loop = asyncio.get_running_loop()
                 return await loop.run_in_executor(pool, _decode, index, fetch, chunks)
 
-            tasks = {}
             try:
-                return await _run(plan, fetch_frames, writer, budget, chunk, tasks)
+                return await _run(plan, fetch_frames, self.writer, self.budget, self.chunk, tasks)
             finally:
-                await _reap(tasks.values())
-    finally:
-        await _reap([*tasks.values(), *started])
+                await _reap(tasks.values())  # before the pool shuts down
+
+    async def get(self, fetch: Fetch) -> list[bytes]:
+        async with self.requests:
+            chunks = await self.storage.get_range(self.key, fetch.start, fetch.end)
+        _check_length(self.key, fetch, chunks)
+        return chunks
+
+    async def fetch_raw(self, fetch: Fetch) -> _Data:
+        return _Data.of_chunks(fetch.start, await self.get(fetch))
+
+    async def not_compressed(self, first: asyncio.Task[_Data], end: int) -> _Data:
+        data = await first
+        if b"".join(data.view(0, min(end, 8))) == frames.MAGIC_HEAD:
+            raise IntegrityError(
+                f"{self.key} starts like a compressed object but its trailer is damaged"
+            )
+        return data
 
 
 async def _reap(futures: Iterable[asyncio.Future[Any]]) -> None:
@@ -339,17 +382,6 @@ def _decode(index: frames.FrameIndex, fetch: Fetch, chunks: Sequence[bytes]) -> 
         starts.append(frame.raw_start)
         bufs.append(memoryview(index.decode(frame, packed)))
     return _Data(starts, bufs)
-
-
-async def _read_index(
-    storage: Storage, key: str, trailer: frames.Trailer, tail: bytes, tail_start: int
-) -> frames.FrameIndex:
-    start, end = trailer.index_offset, trailer.index_offset + trailer.index_len
-    if start >= tail_start:
-        raw = tail[start - tail_start : end - tail_start]
-    else:
-        raw = b"".join(await storage.get_range(key, start, end))
-    return frames.FrameIndex(trailer, raw)
 
 
 async def _recorded_crc(storage: Storage, info: ObjectInfo) -> tuple[int, int] | None:
