@@ -155,7 +155,7 @@ class Runner:
         logical = row["bytes_logical"]
         row.update(
             wall_s=round(wall, 3),
-            mb_per_s=round(logical / MB / wall, 1) if wall > 0 else None,
+            mb_per_s=round(logical / MB / wall, 3) if wall > 0 else None,
             cpu_s=round(cpu, 3),
             cpu_s_per_gib=round(cpu / (logical / GiB), 2) if logical else None,
             peak_rss_mb=round(max(m.maxrss_kib for m in measures) / 1024, 1),
