@@ -124,7 +124,8 @@ async def backup_file(config: Config, path: str) -> int:
     """Copy a local file to storage; the local file stays."""
     key = keys.object_key(config.folder, path)
     if not os.path.isfile(path):
-        raise InputError(f"cannot back up {path}: no such file")
+        why = "not a regular file" if os.path.exists(path) else "no such file"
+        raise InputError(f"cannot back up {path}: {why}")
     async with open_storage(config) as storage:
         return await backup_path(storage, key, path, config)
 
