@@ -8,17 +8,19 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from asyncplug import commands
 from asyncplug.config import Config, build_config
-from asyncplug.errors import ConfigError, InputError, Interrupted, ObjectNotFound
+from asyncplug.errors import ConfigError, InputError, Interrupted, ObjectNotFound, StorageError
 from asyncplug.keys import backup_prefix
 from asyncplug.pipeline.frames import crc32c
 from asyncplug.storage import open_storage
+from asyncplug.storage.fs import FileStorage
 from tests.integration.runner import EXECUTABLE, Plugin, make_plugin, one_line_error
 
 TS = "20250101123456"
@@ -358,3 +360,29 @@ def test_isolated_mode_ignores_greenplum_python_env(
         [EXECUTABLE, "list_directory", plugin.config], env=env, capture_output=True, timeout=60
     )
     assert plain.returncode != 0  # why the wrapper is needed
+
+
+async def test_delete_in_rounds(config: Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    """delete_backup lists and deletes DELETE_ROUND keys at a time until none are left."""
+    mine = backup_prefix(FOLDER, TS)
+    keep = f"{backup_prefix(FOLDER, SIBLING)}f"
+    await put_objects(config, [f"{mine}f{i:02d}" for i in range(23)] + [keep])
+    monkeypatch.setattr(commands, "DELETE_ROUND", 5)
+    await commands.delete_backup(config, TS)
+    async with open_storage(config) as storage:
+        assert [o.key async for o in storage.list(f"{FOLDER}/")] == [keep]
+
+
+class UndeletableStorage(FileStorage):
+    """A directory whose deletes report success and do nothing (a broken backend)."""
+
+    async def delete(self, keys: Sequence[str]) -> int:
+        return len(keys)
+
+
+async def test_delete_stops_when_objects_stay(tmp_path: Path) -> None:
+    config = build_config({"storage": "file", "path": str(tmp_path), "folder": FOLDER})
+    await put_objects(config, [f"{backup_prefix(FOLDER, TS)}f"])
+    async with UndeletableStorage(config) as storage:
+        with pytest.raises(StorageError, match="still listed after being deleted"):
+            await commands._delete_all(storage, backup_prefix(FOLDER, TS))
