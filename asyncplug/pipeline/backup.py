@@ -289,6 +289,8 @@ class PartUploader:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(producer, *self._tasks, return_exceptions=True)
+        if self._failed is not None and self._failed.done():
+            self._failed.exception()  # retrieved: it is the error being raised, or follows it
         if self._held is not None:
             await self.pool.release(self._held[0])
             self._held = None
