@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import queue
+import select
 import threading
 from collections.abc import Sequence
 
@@ -83,11 +84,15 @@ class FdWriter:
         pending = list(views)
         while pending:
             batch = pending[:IOV_MAX]
-            if self.positional:
-                count = os.pwritev(self.fd, batch, offset)
-                offset += count
-            else:
-                count = os.writev(self.fd, batch)
+            try:
+                if self.positional:
+                    count = os.pwritev(self.fd, batch, offset)
+                    offset += count
+                else:
+                    count = os.writev(self.fd, batch)
+            except BlockingIOError:  # an inherited non-blocking stdout: wait, do not fail
+                select.select([], [self.fd], [])
+                continue
             self.written += count
             # Drop what was written; a partial write leaves the tail of one buffer.
             done = 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
+import threading
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -152,3 +153,25 @@ def test_a_slow_reader_holds_back_fetching() -> None:
     finally:
         os.close(read_fd)
         os.close(write_fd)
+
+
+def test_non_blocking_stdout_is_written_whole() -> None:
+    raw = os.urandom(1024 * 1024)
+    store = stored(raw, "none")
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    chunks: list[bytes] = []
+
+    def drain() -> None:
+        while chunk := os.read(read_fd, 65536):
+            chunks.append(chunk)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    try:
+        assert asyncio.run(restore_stream(store, KEY, write_fd, CONFIG)) == len(raw)
+    finally:
+        os.close(write_fd)
+        reader.join()
+        os.close(read_fd)
+    assert b"".join(chunks) == raw
