@@ -1,7 +1,8 @@
 """The PNG chart: throughput and plugin CPU per GiB, one bar per result row.
 
 Rows are grouped by direction (backup, then restore) so that each plugin scenario
-sits next to the baselines it is measured against; colours tell asyncplug, the
+sits next to the baselines it is measured against, with a dashed line at the ceiling
+(curl, or cat on a directory); colours tell asyncplug, the
 baselines and compared executables apart. matplotlib's Agg backend: no display.
 """
 
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+
+from bench import scenarios as sc
 
 COLORS = {"plugin": "#1f77b4", "baseline": "#7f7f7f", "compared": "#ff7f0e"}
 NAMES = {"plugin": "asyncplug", "baseline": "baseline (curl, awscli, cat)", "compared": "compared"}
@@ -46,6 +49,11 @@ def write_chart(rows: Sequence[dict[str, Any]], path: str, title: str) -> None:
             cpu.text(
                 row["cpu_s_per_gib"], i, f" {row['cpu_s_per_gib']:.2f}", va="center", fontsize=7
             )
+    _mark_ceilings(speed, shown, many_kinds)
+    first_restore = next((i for i, r in enumerate(shown) if r["direction"] == "restore"), 0)
+    if first_restore:  # a rule between the backup and the restore bars
+        for axis in (speed, cpu):
+            axis.axhline(first_restore - 0.5, color="black", linewidth=0.6)
     speed.set_yticks(y, labels, fontsize=8)
     speed.invert_yaxis()
     speed.set_xlabel("MB/s of logical data (higher is better)")
@@ -68,3 +76,14 @@ def write_chart(rows: Sequence[dict[str, Any]], path: str, title: str) -> None:
     fig.tight_layout(rect=(0, 0, 1, 0.95))
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _mark_ceilings(axis: Any, shown: Sequence[dict[str, Any]], many_kinds: bool) -> None:
+    """A dashed line at the ceiling (curl or cat) across each direction's bars."""
+    ceilings = set(sc.CEILING.values())
+    for direction in ("backup", "restore"):
+        ys = [i for i, r in enumerate(shown) if r["direction"] == direction]
+        top = [r for r in shown if r["direction"] == direction and r["scenario"] in ceilings]
+        if ys and len(top) == 1 and not many_kinds:
+            axis.vlines(top[0]["mb_per_s"], ys[0] - 0.45, ys[-1] + 0.45, colors="black",
+                        linestyles="dashed", linewidth=0.8)  # fmt: skip
