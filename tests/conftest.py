@@ -42,7 +42,8 @@ def s3_options(seaweed: SeaweedServer, bucket: str, **extra: Any) -> dict[str, A
         "aws_access_key_id": ACCESS_KEY,
         "aws_secret_access_key": SECRET_KEY,
         "encryption": "off",
-        "max_retries": 2,
+        # SeaweedFS answers an occasional 500 when the 2 cores are busy: retry like production.
+        "max_retries": 5,
         **extra,
     }
 
