@@ -69,7 +69,7 @@ class MemoryStorage(Storage):
         body = self._body(key)
         return ObjectInfo(key, len(body), dict(self.objects[key][1]))
 
-    async def list(self, prefix: str) -> AsyncIterator[ObjectInfo]:  # type: ignore[override]
+    async def list(self, prefix: str) -> AsyncIterator[ObjectInfo]:
         for key in sorted(self.objects):
             if key.startswith(prefix):
                 yield ObjectInfo(key, len(self.objects[key][0]))
