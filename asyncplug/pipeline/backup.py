@@ -179,7 +179,8 @@ class PartUploader:
         self.crc = 0  # CRC32C of those bytes, combined from the part CRCs
         self._slots = asyncio.Semaphore(concurrency)
         self._held: tuple[mmap.mmap, int, int] | None = None  # part 1 until part 2 shows up
-        self._upload: Upload | None = None
+        self._starting: asyncio.Future[Upload] | None = None  # start_upload() in flight or done
+        self._completed = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._failed: asyncio.Future[None] | None = None
         self._stored = False  # a put() or complete() was sent: the key may hold an object
@@ -215,8 +216,12 @@ class PartUploader:
         if number == 1:
             self._held = (buf, count, crc)
             return
-        if self._upload is None:
-            self._upload = await self.storage.start_upload(self.key, self.metadata)
+        if self._starting is None:
+            # In the background: reading goes on while the client is created and
+            # CreateMultipartUpload makes its round trip; the part tasks wait for it.
+            self._starting = asyncio.ensure_future(
+                self.storage.start_upload(self.key, self.metadata)
+            )
             assert self._held is not None
             held, self._held = self._held, None
             self._spawn(1, 0, *held)
@@ -230,11 +235,12 @@ class PartUploader:
     async def _put_part(
         self, number: int, offset: int, buf: mmap.mmap, count: int, crc: int
     ) -> None:
-        assert self._upload is not None
+        assert self._starting is not None
         try:
+            upload = await asyncio.shield(self._starting)  # a cancelled part must not cancel it
             async with self._slots:
                 with memoryview(buf) as view:
-                    await self._upload.put_part(number, offset, view[:count], crc)
+                    await upload.put_part(number, offset, view[:count], crc)
         finally:
             await self.pool.release(buf)
 
@@ -247,7 +253,7 @@ class PartUploader:
             self._failed.set_exception(exc)
 
     async def _finish(self) -> None:
-        if self._upload is None:  # zero or one part: one request, atomic
+        if self._starting is None:  # zero or one part: one request, atomic
             buf, count, crc = self._held if self._held else (None, 0, 0)
             metadata = dict(self.metadata)
             if metadata[META_FORMAT] == FORMAT_RAW:
@@ -260,15 +266,12 @@ class PartUploader:
                 await _uncancellable(self.storage.put(self.key, view[:count], crc, metadata))
             return
         await self._wait_parts()
-        upload, self._upload = self._upload, None
+        upload = self._starting.result()  # done: every part waited for it
         self._stored = True
-        try:
-            # Let complete() finish even when cancelled: cut short, it could still land
-            # after our clean-up had deleted the key.
-            await _uncancellable(upload.complete())
-        except BaseException:
-            self._upload = upload  # abort() after a failed complete() is harmless
-            raise
+        # Let complete() finish even when cancelled: cut short, it could still land after
+        # our clean-up had deleted the key. If it fails, clean-up aborts (harmless).
+        await _uncancellable(upload.complete())
+        self._completed = True
         if self.metadata[META_FORMAT] == FORMAT_RAW:
             # Metadata of a multipart object is fixed when the upload starts, before the
             # stream is read, so the whole-stream CRC32C of a raw multipart object (which
@@ -294,10 +297,18 @@ class PartUploader:
         if self._held is not None:
             await self.pool.release(self._held[0])
             self._held = None
-        upload, self._upload = self._upload, None
+        starting, self._starting = self._starting, None
+        if starting is not None and not self._completed:
+            try:
+                upload = await starting  # even if still in flight: it may create an upload
+            except Exception:
+                log.debug("start of the upload of %s failed: nothing to abort", self.key)
+            else:
+                try:
+                    await upload.abort()
+                except Exception:
+                    log.exception("could not abort the upload of %s", self.key)
         try:
-            if upload is not None:
-                await upload.abort()
             if self._stored:  # put()/complete() may have landed before the failure
                 await self.storage.delete([self.key, sidecar_key(self.key)])
         except Exception:
