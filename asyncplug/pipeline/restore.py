@@ -31,7 +31,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from asyncplug.config import Config
-from asyncplug.errors import IntegrityError, Interrupted, ObjectNotFound, PluginError
+from asyncplug.errors import (
+    AccessDenied,
+    IntegrityError,
+    Interrupted,
+    ObjectNotFound,
+    PluginError,
+)
 from asyncplug.offsets import Range, check_ranges
 from asyncplug.pipeline import frames
 from asyncplug.pipeline.ranges import Fetch, Plan, plan_frames, plan_raw
@@ -52,6 +58,7 @@ MAX_AHEAD = 64
 # a hint (objects of other writers have none): the trailer decides.
 FORMAT_METADATA = "asyncplug-format"
 FORMAT_FRAMED = "framed-v1"
+FORMAT_RAW = "raw"
 CRC_METADATA = "asyncplug-crc32c"
 SIZE_METADATA = "asyncplug-size"
 CRC_SIDECAR_SUFFIX = ".asyncplug-crc"
@@ -390,15 +397,19 @@ async def _recorded_crc(storage: Storage, info: ObjectInfo) -> tuple[int, int] |
     try:
         if CRC_METADATA in info.metadata:
             crc, size = info.metadata[CRC_METADATA], info.metadata.get(SIZE_METADATA, info.size)
-        else:
+        elif info.metadata.get(FORMAT_METADATA) == FORMAT_RAW:  # ours, multipart: a sidecar
             sidecar = info.key + CRC_SIDECAR_SUFFIX
             try:
                 side = await storage.stat(sidecar)
                 body = b"".join(await storage.get_range(sidecar, 0, side.size))
-            except ObjectNotFound:
+            except (ObjectNotFound, AccessDenied):
+                # Copied without it. (S3 answers 403, not 404, for a missing key to a
+                # client without s3:ListBucket; the object itself was readable.)
                 return None
             record = json.loads(body)
             crc, size = record["crc32c"], record["size"]
+        else:
+            return None  # another writer's object: nothing recorded, nothing to ask for
         return int(str(crc), 16), int(size)
     except (ValueError, KeyError, TypeError) as exc:
         raise IntegrityError(f"{where} is unreadable: {exc}") from exc

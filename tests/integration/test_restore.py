@@ -22,7 +22,7 @@ from asyncplug.pipeline.backup import run_backup
 from asyncplug.pipeline.codecs import CODECS
 from asyncplug.pipeline.restore import restore_path, restore_stream
 from asyncplug.storage import open_storage
-from tests.restore_support import compressed, crc_metadata
+from tests.restore_support import compressed, crc_metadata, crc_sidecar
 
 KEY = "prod/cluster1/backups/20250101/20250101123456/gpbackup_0_20250101123456"
 SMALL = {"restore_multipart_chunksize": 256 * 1024, "restore_max_concurrent_requests": 3}
@@ -69,6 +69,12 @@ async def test_round_trip_through_backup(backend_config: Config, compression: st
     assert await restore(config) == raw
     ranges = [(11 * MiB - 1, 11 * MiB), (5, 5), (7 * MiB, 7 * MiB + 300_000), (0, 1), (0, 1)]
     assert await restore(config, ranges) == b"".join(raw[a:b] for a, b in ranges)
+    if compression == "none":  # the CRC sidecar backup_data wrote is what restore checks
+        wrong = crc_sidecar(raw[:-1] + b"?")
+        async with open_storage(config) as storage:
+            await storage.put(KEY + ".asyncplug-crc", wrong, frames.crc32c(wrong))
+        with pytest.raises(IntegrityError, match="does not match"):
+            await restore(config)
 
 
 @pytest.mark.parametrize("codec", ["none", "gzip"])

@@ -12,6 +12,7 @@ import pytest
 
 from asyncplug.config import Config
 from asyncplug.errors import (
+    AccessDenied,
     IntegrityError,
     Interrupted,
     ObjectNotFound,
@@ -21,11 +22,13 @@ from asyncplug.errors import (
 from asyncplug.pipeline import frames
 from asyncplug.pipeline.codecs import CODECS
 from asyncplug.pipeline.restore import restore_path, restore_stream
+from asyncplug.storage.base import ObjectInfo
 from tests.restore_support import MemoryStorage, compressed, crc_metadata, crc_sidecar
 
 KEY = "prod/cluster1/backups/20250101/20250101123456/gpbackup_0_20250101123456"
 CONFIG = Config(folder="prod/cluster1", restore_multipart_chunksize=4096)
 RAW = os.urandom(50_000)
+MULTIPART_RAW = {"asyncplug-format": "raw"}  # a multipart raw object of backup_data
 
 
 def run(store: MemoryStorage, ranges: list[tuple[int, int]] | None = None) -> bytes:
@@ -74,12 +77,35 @@ def test_raw_object_with_metadata_checksum_is_verified() -> None:
 
 def test_raw_object_with_sidecar_checksum_is_verified() -> None:
     store = MemoryStorage()
-    store.objects[KEY] = (flipped(RAW, 49_999), {})
+    store.objects[KEY] = (flipped(RAW, 49_999), MULTIPART_RAW)
     store.objects[KEY + ".asyncplug-crc"] = (crc_sidecar(RAW), {})
     with pytest.raises(IntegrityError, match="does not match"):
         run(store)
-    store.objects[KEY] = (RAW, {})
+    store.objects[KEY] = (RAW, MULTIPART_RAW)
     assert run(store) == RAW
+
+
+class NoListStorage(MemoryStorage):
+    """S3 without s3:ListBucket: a missing key is 403, not 404."""
+
+    async def stat(self, key: str) -> ObjectInfo:
+        if key not in self.objects:
+            raise AccessDenied(f"{key}: 403 Forbidden")
+        return await super().stat(key)
+
+
+def test_missing_sidecar_means_no_record_even_when_s3_says_403() -> None:
+    store = NoListStorage()
+    store.objects[KEY] = (RAW, MULTIPART_RAW)  # copied without its sidecar
+    assert run(store) == RAW
+
+
+def test_foreign_object_costs_no_sidecar_lookup() -> None:
+    store = NoListStorage()
+    store.objects[KEY] = (flipped(RAW, 5), {})
+    store.objects[KEY + ".asyncplug-crc"] = (crc_sidecar(RAW), {})  # not ours to trust
+    assert run(store) == flipped(RAW, 5)
+    assert all(key == KEY for key, _, _ in store.gets)
 
 
 def test_truncated_raw_object_fails_on_its_recorded_size() -> None:
