@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             run.cleanup()
         if target is not None:
             target.close()
-        shutil.rmtree(work_dir, ignore_errors=True)
+        remove_tree(work_dir)
     print()
     print(report.summary(rows, [e.name for e in compared]))
     print()
@@ -267,6 +267,15 @@ def harness_warnings(rows: list[dict[str, Any]], harness: list[dict[str, Any]]) 
                 out.append(f"the {side} ({own:,.0f} MB/s) is not 3x the fastest asyncplug "
                            f"{direction} ({top:,.0f} MB/s) on {data['kind']} data")  # fmt: skip
     return out
+
+
+def remove_tree(path: str) -> None:
+    """Remove the work directory; a stopping server may still write a file or two."""
+    for _ in range(10):
+        shutil.rmtree(path, ignore_errors=True)
+        if not os.path.exists(path):
+            return
+        time.sleep(0.5)
 
 
 def write_traceback(output: str) -> str:

@@ -161,7 +161,11 @@ def embedded(work_dir: str) -> Target:
     data_dir = os.path.join(work_dir, "seaweedfs")
     os.makedirs(data_dir, exist_ok=True)
     server = SeaweedServer(data_dir=data_dir).start()
-    server.create_bucket(EMBEDDED_BUCKET)
+    try:
+        server.create_bucket(EMBEDDED_BUCKET)
+    except Exception as exc:
+        server.stop()
+        raise TargetError(f"cannot create the bucket on the embedded SeaweedFS: {exc}") from exc
     options = {
         "endpoint": server.endpoint,
         "bucket": EMBEDDED_BUCKET,
