@@ -386,16 +386,18 @@ class Runner:
             dataset = next(d for d in self.datasets if d.kind == kind)
             if exe is None:
                 continue  # a baseline put whose get was not chosen
+            what = f"{exe.name} {codec} {kind} ({obj.local})"
             try:
                 obj.verified = self.read_back(exe, dataset, codec, obj)
-            except RunFailed as exc:
-                obj.verified = False
+            except RunFailed as exc:  # could not read it: unknown, not a mismatch
                 for writer in obj.writers:
-                    writer["error"] = f"read-back failed: {exc}"
+                    writer["error"] = writer["error"] or f"read-back failed: {exc}"
+                self.display.note(f"READ-BACK FAILED: {what}: {exc}")
+                continue
             for writer in obj.writers:
                 writer["verified"] = obj.verified
             if not obj.verified:
-                self.display.note(f"READ-BACK MISMATCH: {exe.name} {codec} {kind} ({obj.local})")
+                self.display.note(f"READ-BACK MISMATCH: {what}")
 
     def read_back(self, exe: Executable, dataset: Dataset, codec: str, obj: StoredObject) -> bool:
         config = self.config(exe, sc.for_codec("verify", sc.RESTORE_DATA, codec))

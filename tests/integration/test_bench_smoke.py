@@ -60,3 +60,57 @@ def test_directory_target_with_a_compared_executable(tmp_path: Path) -> None:
     assert all(r["verified"] is True for r in doc["results"])
     assert not [p for p in (tmp_path / "store").rglob("*") if p.is_file()]  # cleaned up
     assert "vs asyncplug-2" in proc.stdout
+
+
+FAKE_PLUGIN = """#!/bin/sh
+# A plugin that stores nothing: backup_data swallows stdin, restore_data {restore}.
+case "$1" in
+  --version) echo "fake version 0.0.1" ;;
+  backup_data) cat >/dev/null ;;
+  restore_data) {command} ;;
+  *) echo "fake: $1 not supported" >&2; exit 5 ;;
+esac
+"""
+
+
+def fake_plugin(tmp_path: Path, restore: str) -> str:
+    path = tmp_path / "fake-plugin"
+    path.write_text(FAKE_PLUGIN.format(restore=restore, command=restore))
+    path.chmod(0o755)
+    return str(path)
+
+
+def failing_bench(
+    tmp_path: Path, plugin: str
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--plugin", plugin, "--storage", "file",
+         "--path", str(tmp_path / "store"), "--size", "1MiB", "--scenarios",
+         "backup_none,restore_data", "--output", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    (json_path,) = out.glob("bench-*.json")
+    return proc, json.loads(json_path.read_text())
+
+
+def test_wrong_restored_bytes_fail_the_run_loudly(tmp_path: Path) -> None:
+    plugin = fake_plugin(tmp_path, "head -c 1048576 /dev/zero")
+    proc, doc = failing_bench(tmp_path, plugin)
+    assert proc.returncode == 1
+    assert "BENCHMARK FAILED" in proc.stderr and "do not match" in proc.stderr
+    assert doc["ok"] is False
+    rows = {r["label"]: r for r in doc["results"]}
+    assert rows["restore_data[none]"]["verified"] is False
+    assert rows["backup_none"]["verified"] is False  # its object did not read back
+
+
+def test_a_failing_restore_is_reported_not_taken_for_a_mismatch(tmp_path: Path) -> None:
+    plugin = fake_plugin(tmp_path, "echo 'fake: broken restore' >&2; exit 5")
+    proc, doc = failing_bench(tmp_path, plugin)
+    assert proc.returncode == 1 and "exited 5: fake: broken restore" in proc.stderr
+    rows = {r["label"]: r for r in doc["results"]}
+    assert rows["restore_data[none]"]["error"] == "fake-plugin exited 5: fake: broken restore"
+    assert rows["backup_none"]["verified"] is None
+    assert rows["backup_none"]["error"].startswith("read-back failed")
+    assert "Traceback" not in proc.stderr
