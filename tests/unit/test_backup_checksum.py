@@ -18,7 +18,7 @@ def test_combining_part_crcs_gives_the_crc_of_the_whole(parts: list[bytes]) -> N
 
 
 def test_combining_across_large_lengths() -> None:
-    # Lengths with high bits set exercise the precomputed zero operators up to 2**40.
+    # Lengths of many set bits exercise many of the precomputed zero-byte operators.
     head, tail = b"head", b"tail"
     for zeros in (1 << 20, (1 << 20) + 12345, 3 << 22):
         body = bytes(zeros) + tail
