@@ -9,6 +9,13 @@ module does:
   - an error or a short body while reading a GetObject body (botocore has
     returned by then): get_range resumes at the first missing byte.
 
+Ranged reads (get_range) take a faster road when no proxy is configured: a presigned
+URL per key and fastget's small HTTP/1.1 client, which receives bodies straight into
+preallocated buffers (measured ~0.9 -> ~0.6 CPU-s/GiB in process). It retries
+everything itself (5xx, throttling, resets, timeouts, cut bodies) up to max_retries,
+and maps errors through the same `translate` table. aiobotocore stays the path for
+everything else, for proxies, and for responses fastget does not handle (chunked).
+
 Bodies: botocore turns `bytes` into a BytesIO that aiohttp then copies out in
 64 KiB reads, and its parameter validation rejects memoryview. `BufferBody` hands
 aiohttp the caller's buffer itself (zero-copy up to the socket write); it needs
@@ -24,9 +31,10 @@ import contextlib
 import os
 import re
 import socket
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import aiobotocore.session
@@ -42,8 +50,10 @@ from aiobotocore.retries.standard import (
 )
 from aiohttp.abc import AbstractStreamWriter
 from botocore.config import Config as BotoConfig
+from botocore.httpsession import get_cert_path
 from botocore.retries.quota import RetryQuota
 from botocore.retries.standard import ExponentialBackoff, RetryEventAdapter, RetryQuotaChecker
+from botocore.utils import get_environ_proxies
 
 from asyncplug.config import Config
 from asyncplug.errors import (
@@ -55,12 +65,15 @@ from asyncplug.errors import (
     PluginError,
     StorageError,
 )
+from asyncplug.storage import fastget
 from asyncplug.storage.base import Buffer, ObjectInfo, Storage, Upload
 from asyncplug.storage.retry import backoff
 
 _PROBE = b"asyncplug write probe"
 DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys (S3 API reference)
 _BODY_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+# Presigned GET URLs live 15 min but are re-signed after 5 (fastget.Presigner says why).
+PRESIGN_EXPIRY = 900
 
 
 def crc_header(crc32c: int) -> str:
@@ -397,7 +410,11 @@ class S3Storage(Storage):
         self._botocore_config = client_config(config)
         self._stack: AsyncExitStack | None = None
         self._client: Any = None
+        self._session: Any = None
         self._lock = asyncio.Lock()
+        self._pool: fastget.Pool | None = None
+        self._presigner = fastget.Presigner(self._presign)
+        self._fast: bool | None = None  # decided on the first get_range
 
     def where(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
@@ -421,6 +438,7 @@ class S3Storage(Storage):
                             "aws_secret_access_key": self.config.aws_secret_access_key,
                         }
                     session = aiobotocore.session.get_session()
+                    self._session = session
                     try:
                         client = await stack.enter_async_context(
                             session.create_client(
@@ -488,8 +506,20 @@ class S3Storage(Storage):
         if start == end:
             return []
         what = f"get bytes [{start}, {end}) of {self.where(key)}"
+        if self._fast is None:
+            url = await self._presigner.url(key)
+            self._fast = not self.config.http_proxy and not get_environ_proxies(url)
+        if self._fast:
+            # Chunks are bytearray views, not bytes: every caller only joins them,
+            # takes memoryview() or len() of them, or writev()s them.
+            return cast(list[bytes], await self._get_range_fast(key, start, end, what))
+        return await self._get_range_botocore(key, start, end, what, None)
+
+    async def _get_range_botocore(
+        self, key: str, start: int, end: int, what: str, etag: str | None
+    ) -> list[bytes]:
         chunks: list[bytes] = []
-        pos, failures, etag = start, 0, None
+        pos, failures = start, 0
         while pos < end:
             params: dict[str, Any] = {"Key": key, "Range": f"bytes={pos}-{end - 1}"}
             if etag:
@@ -516,6 +546,82 @@ class S3Storage(Storage):
             if pos < end:
                 failures += 1
                 if failures > self.config.max_retries:
+                    message = f"{what}: body cut short at byte {pos} after {failures} attempts"
+                    if failure is not None:
+                        raise translate(failure, message) from failure
+                    raise IntegrityError(message)
+                await backoff(failures)
+        return chunks
+
+    async def _presign(self, key: str) -> str:
+        client = await self.client()
+        try:
+            url: str = await client.generate_presigned_url(
+                "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=PRESIGN_EXPIRY
+            )
+        except Exception as exc:
+            raise translate(exc, f"sign a GET of {self.where(key)}") from exc
+        return url
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        """Verified like botocore: AWS_CA_BUNDLE / the profile's ca_bundle, else its bundle."""
+        bundle = self._session.get_config_variable("ca_bundle") if self._session else None
+        return ssl.create_default_context(cafile=bundle or get_cert_path(True))
+
+    def _fast_pool(self) -> fastget.Pool:
+        if self._pool is None:
+            size = max(
+                self.config.backup_max_concurrent_requests,
+                self.config.restore_max_concurrent_requests,
+            )
+            self._pool = fastget.Pool(size + 4, self.config.request_timeout, self._ssl_context)
+        return self._pool
+
+    async def _get_range_fast(self, key: str, start: int, end: int, what: str) -> list[Buffer]:
+        """get_range over fastget; same checks, resume and error mapping as the slow path."""
+        pool = self._fast_pool()
+        chunks: list[Buffer] = []
+        pos, failures, etag, resigned = start, 0, None, False
+        while pos < end:
+            target = fastget.Target.of(await self._presigner.url(key))
+            headers = f"Range: bytes={pos}-{end - 1}\r\n"
+            if etag:
+                headers += f"If-Match: {etag}\r\n"  # a resumed read must see the same object
+            failure: BaseException | None = None
+            try:
+                response, conn = await pool.get(target, headers, _sink(pos, end, what))
+            except fastget.Unsupported:  # e.g. a chunked body: botocore reads it
+                chunks += await self._get_range_botocore(key, pos, end, what, etag)
+                return chunks
+            except (bce.BotoCoreError, OSError) as exc:  # no response: connect, reset, timeout
+                failure = exc
+            else:
+                pool.release(target, conn, response)
+                if response.status in (200, 206):
+                    etag = etag or response.headers.get("etag")
+                    chunks += response.body()
+                    pos += response.received
+                    failure = response.error
+                else:
+                    code = fastget.error_code(response)
+                    error = _status_error(response.status, code, failures)
+                    if response.status == 403 and not resigned:
+                        resigned = True  # maybe an expired URL: sign again, once
+                        self._presigner.forget(key)
+                        continue
+                    if not _retryable(response.status, code):
+                        raise translate(error, what) from error
+                    failure = error
+            if pos > end:
+                raise IntegrityError(f"{what}: the server sent {pos - start} bytes")
+            if pos < end:
+                failures += 1
+                if failures > self.config.max_retries:
+                    if isinstance(failure, bce.ClientError):
+                        error = _status_error(
+                            response.status, fastget.error_code(response), failures - 1
+                        )
+                        raise translate(error, what) from failure
                     message = f"{what}: body cut short at byte {pos} after {failures} attempts"
                     if failure is not None:
                         raise translate(failure, message) from failure
@@ -610,6 +716,57 @@ class S3Storage(Storage):
             await self.delete([probe])
 
     async def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
         stack, self._stack, self._client = self._stack, None, None
         if stack is not None:
             await stack.aclose()
+
+
+# --- fastget responses -> the checks and errors of the botocore path ---------------
+
+
+def _sink(pos: int, end: int, what: str) -> fastget.Sink:
+    """Decides, from a response's head, how many body bytes to receive."""
+
+    def sink(response: fastget.Response) -> int:
+        headers = response.headers
+        length_text = headers.get("content-length")
+        chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+        if response.status in (200, 206):
+            if chunked or length_text is None or not length_text.isdigit():
+                raise fastget.Unsupported("no Content-Length")
+            length = int(length_text)
+            S3Storage._check_range(
+                {"ContentRange": headers.get("content-range"), "ContentLength": length},
+                pos,
+                end,
+                what,
+            )
+            return length
+        # An error: read the small XML document for its code; never keep a connection
+        # whose body we do not read to the end.
+        if chunked or length_text is None or not length_text.isdigit():
+            response.reusable = False
+            return 0
+        length = int(length_text)
+        if length > fastget.ERROR_BODY_LIMIT:
+            response.reusable = False
+        return min(length, fastget.ERROR_BODY_LIMIT)
+
+    return sink
+
+
+def _status_error(status: int, code: str, retries: int) -> bce.ClientError:
+    """The ClientError botocore would raise, so translate() maps it the same way."""
+    response: Any = {
+        "Error": {"Code": code, "Message": ""},
+        "ResponseMetadata": {"HTTPStatusCode": status, "RetryAttempts": retries},
+    }
+    return bce.ClientError(response, "GetObject")
+
+
+def _retryable(status: int, code: str) -> bool:
+    """What botocore's standard mode and our 429 rule retry."""
+    return status >= 500 or status == 429 or code in _BUSY_CODES

@@ -1,0 +1,242 @@
+"""The fast ranged-GET path (presigned URL + fastget) against SeaweedFS behind a fault proxy."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import ssl
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import crc32c
+import pytest
+import uvloop
+from aiohttp import web
+
+from asyncplug.config import build_config
+from asyncplug.errors import AccessDenied, InputError, IntegrityError, ObjectNotFound, StorageError
+from asyncplug.storage import fastget
+from asyncplug.storage.s3 import S3Storage
+from bench.seaweed import SeaweedServer
+from tests.conftest import s3_options
+from tests.integration.test_s3_faults import Fault, FaultProxy
+
+KEY = "prod/cluster1/backups/20250101/20250101123456/gpbackup_0_20250101123456"
+
+
+class CountingProxy(FaultProxy):
+    """Also counts client connections, and can rewrite the next GET's Content-Range."""
+
+    peers: set[object]
+    bad_range: str = ""
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        assert request.transport is not None
+        self.peers.add(request.transport.get_extra_info("peername"))
+        response = await super().handle(request)
+        if request.method == "GET" and self.bad_range and response.status == 206:
+            response.headers["Content-Range"] = self.bad_range
+            self.bad_range = ""
+        return response
+
+
+@pytest.fixture
+async def proxy(seaweed: SeaweedServer) -> AsyncIterator[CountingProxy]:
+    server = CountingProxy(seaweed.endpoint)
+    server.peers = set()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def store(
+    proxy: CountingProxy, seaweed: SeaweedServer, bucket: str
+) -> AsyncIterator[S3Storage]:
+    options = s3_options(seaweed, bucket, endpoint=proxy.endpoint, max_retries=3)
+    async with S3Storage(build_config(options)) as storage:
+        assert isinstance(storage, S3Storage)
+        storage.direct = S3Storage(build_config(s3_options(seaweed, bucket)))  # type: ignore[attr-defined]
+        yield storage
+        await storage.direct.close()  # type: ignore[attr-defined]
+
+
+async def put(store: S3Storage, data: bytes) -> None:
+    """Stored around the proxy (which would buffer big bodies)."""
+    direct: S3Storage = store.direct  # type: ignore[attr-defined]
+    await direct.put(KEY, data, crc32c.crc32c(data))
+
+
+async def test_many_ranges_exact_over_few_connections(
+    store: S3Storage, proxy: CountingProxy
+) -> None:
+    data = random.Random(1).randbytes(9 * 1024 * 1024 + 123)  # several fastget pieces
+    await put(store, data)
+    rng = random.Random(2)
+    ranges = [(0, len(data)), (0, 1), (len(data) - 1, len(data))]
+    ranges += [(n * 2**20 - 1, n * 2**20 + 1) for n in (1, 4)]  # across piece edges
+    for _ in range(40):
+        a, b = sorted(rng.sample(range(len(data) + 1), 2))
+        ranges.append((a, b))
+    proxy.peers.clear()
+    results = await asyncio.gather(*(store.get_range(KEY, a, b) for a, b in ranges))
+    for (a, b), chunks in zip(ranges, results, strict=True):
+        assert b"".join(chunks) == data[a:b]
+        assert all(isinstance(c, memoryview) for c in chunks)  # received in place
+    gets = [m for m, _, _ in proxy.seen if m == "GET"]
+    assert len(gets) == len(ranges)
+    pool = store._pool
+    assert pool is not None and pool.opened <= pool.size == 10  # max(6, 4) + 4 concurrent
+    assert len(proxy.peers) == pool.opened
+    first = len(proxy.peers)
+    for a, b in ranges[:10]:  # one at a time: one kept-alive connection serves them all
+        assert b"".join(await store.get_range(KEY, a, b)) == data[a:b]
+    assert len(proxy.peers) == first
+
+
+async def test_content_range_mismatch_is_rejected(store: S3Storage, proxy: CountingProxy) -> None:
+    await put(store, bytes(range(256)) * 100)
+    proxy.bad_range = "bytes 11-20/25600"
+    with pytest.raises(IntegrityError, match="Content-Range"):
+        await store.get_range(KEY, 10, 20)
+    assert b"".join(await store.get_range(KEY, 10, 20)) == bytes(range(10, 20))
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "error", "gets"),
+    [
+        (404, "NoSuchKey", ObjectNotFound, 1),
+        (403, "AccessDenied", AccessDenied, 2),  # re-signed once before giving up
+        (416, "InvalidRange", InputError, 1),
+        (412, "PreconditionFailed", IntegrityError, 1),
+        (503, "SlowDown", StorageError, 4),  # max_retries=3
+        (500, "InternalError", StorageError, 4),
+    ],
+)
+async def test_error_statuses_map_like_botocore(
+    store: S3Storage,
+    proxy: CountingProxy,
+    status: int,
+    code: str,
+    error: type[Exception],
+    gets: int,
+) -> None:
+    await put(store, b"x" * 1000)
+    proxy.seen.clear()
+    proxy.faults = [Fault("GET", "status", status, code) for _ in range(gets)]
+    with pytest.raises(error) as raised:
+        await store.get_range(KEY, 0, 1000)
+    assert code in str(raised.value)
+    assert len([m for m, _, _ in proxy.seen if m == "GET"]) == gets
+    if status >= 500:
+        assert f"after {gets} attempts" in str(raised.value)
+
+
+async def test_transient_failures_are_retried(store: S3Storage, proxy: CountingProxy) -> None:
+    data = random.Random(3).randbytes(500_000)
+    await put(store, data)
+    proxy.faults = [
+        Fault("GET", "status", 503, "SlowDown"),
+        Fault("GET", "reset"),
+        Fault("GET", "cut"),
+        Fault("GET", "status", 429, "TooManyRequests"),
+    ]
+    assert b"".join(await store.get_range(KEY, 7, 499_000)) == data[7:499_000]
+    assert not proxy.faults
+
+
+async def test_presigned_url_is_reused_then_refreshed(store: S3Storage) -> None:
+    await put(store, b"abcdefghij")
+    signed: list[str] = []
+
+    async def sign(key: str) -> str:
+        signed.append(key)
+        return await store._presign(key)
+
+    store._presigner = fastget.Presigner(sign)
+    for i in range(5):
+        assert b"".join(await store.get_range(KEY, i, i + 2)) == b"abcdefghij"[i : i + 2]
+    assert signed == [KEY]  # one URL for every range
+    store._presigner.max_age = 0.0  # as if 5 minutes had passed
+    assert b"".join(await store.get_range(KEY, 0, 3)) == b"abc"
+    assert signed == [KEY, KEY]
+
+
+async def test_silent_server_times_out(seaweed: SeaweedServer, bucket: str) -> None:
+    writers: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        await reader.read(65536)  # and never answer
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    options = s3_options(
+        seaweed, bucket, endpoint=f"127.0.0.1:{port}", max_retries=0, request_timeout=0.3
+    )
+    try:
+        async with S3Storage(build_config(options)) as storage:
+            with pytest.raises(StorageError, match=r"timed out waiting for http://127\.0\.0\.1"):
+                await storage.get_range(KEY, 0, 10)
+    finally:
+        server.close()
+        for writer in writers:
+            writer.close()
+            await writer.wait_closed()
+
+
+@pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
+def test_buffered_protocol_over_tls(tmp_path: Path, loop_name: str) -> None:
+    """Bodies received in place and connections kept alive over each loop's SSL transport."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+         "/CN=localhost", "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key),
+         "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    body = random.Random(4).randbytes(3 * 1024 * 1024 + 5)
+
+    served: list[asyncio.Task[None]] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        served.append(asyncio.current_task())  # type: ignore[arg-type]
+        head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body)
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                writer.write(head + body)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the client went away
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError, ssl.SSLError):
+                await writer.wait_closed()
+
+    async def scenario() -> int:
+        server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server_tls.load_cert_chain(cert, key)
+        server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=server_tls)
+        port = server.sockets[0].getsockname()[1]
+        pool = fastget.Pool(2, 5.0, lambda: ssl.create_default_context(cafile=str(cert)))
+        target = fastget.Target.of(f"https://localhost:{port}/b/k?x=1")
+        try:
+            for _ in range(3):
+                response, conn = await pool.get(
+                    target, "", lambda r: int(r.headers["content-length"])
+                )
+                pool.release(target, conn, response)
+                assert response.status == 200 and b"".join(response.body()) == body
+            return pool.opened
+        finally:
+            pool.close()
+            server.close()
+            await asyncio.wait(served)  # each handler sees the close and closes its end
+
+    loop = uvloop.new_event_loop() if loop_name == "uvloop" else asyncio.new_event_loop()
+    try:
+        assert loop.run_until_complete(scenario()) == 1  # one connection, kept alive
+    finally:
+        loop.close()
