@@ -31,14 +31,27 @@ class CountingProxy(FaultProxy):
 
     peers: set[object]
     bad_range: str = ""
+    chunked: bool = False  # send the next GET's body with chunked encoding
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         assert request.transport is not None
         self.peers.add(request.transport.get_extra_info("peername"))
         response = await super().handle(request)
-        if request.method == "GET" and self.bad_range and response.status == 206:
+        if request.method != "GET" or response.status != 206:
+            return response
+        if self.bad_range:
             response.headers["Content-Range"] = self.bad_range
             self.bad_range = ""
+        if self.chunked and isinstance(response, web.Response):
+            self.chunked = False
+            headers = {k: v for k, v in response.headers.items() if k != "Content-Length"}
+            stream = web.StreamResponse(status=206, headers=headers)
+            stream.enable_chunked_encoding()
+            await stream.prepare(request)
+            assert isinstance(response.body, bytes)
+            await stream.write(response.body)
+            await stream.write_eof()
+            return stream
         return response
 
 
@@ -102,6 +115,16 @@ async def test_content_range_mismatch_is_rejected(store: S3Storage, proxy: Count
     with pytest.raises(IntegrityError, match="Content-Range"):
         await store.get_range(KEY, 10, 20)
     assert b"".join(await store.get_range(KEY, 10, 20)) == bytes(range(10, 20))
+
+
+async def test_chunked_body_falls_back_to_botocore(store: S3Storage, proxy: CountingProxy) -> None:
+    data = random.Random(7).randbytes(100_000)
+    await put(store, data)
+    proxy.seen.clear()
+    proxy.chunked = True
+    assert b"".join(await store.get_range(KEY, 5, 90_000)) == data[5:90_000]
+    agents = [h.get("User-Agent", "") for m, _, h in proxy.seen if m == "GET"]
+    assert len(agents) == 2 and agents[0] == "asyncplug" and "Botocore" in agents[1]
 
 
 @pytest.mark.parametrize(
