@@ -103,6 +103,7 @@ async def test_many_ranges_exact_over_few_connections(
     pool = store._pool
     assert pool is not None and pool.opened <= pool.size == 10  # max(6, 4) + 4 concurrent
     assert len(proxy.peers) == pool.opened
+    assert all(c.response is None for idle in pool._idle.values() for c in idle)  # no body kept
     first = len(proxy.peers)
     for a, b in ranges[:10]:  # one at a time: one kept-alive connection serves them all
         assert b"".join(await store.get_range(KEY, a, b)) == data[a:b]
