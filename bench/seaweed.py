@@ -81,6 +81,9 @@ class SeaweedServer:
                 f"-dir={self.data_dir}", f"-ip={HOST}", f"-ip.bind={HOST}",
                 "-master.telemetry=false", "-admin.ui=false", "-webdav=false",
                 "-s3.port.iceberg=0", "-s3.port.lance=0",
+                # Each bucket is a collection that takes ~8 volume slots; the default
+                # (free disk / 128 MB) ran out at ~75 buckets in the test suite.
+                "-volume.max=5000",
                 f"-s3.port={s3}", f"-master.port={master}",
                 f"-volume.port={volume}", f"-filer.port={filer}",
             ]  # fmt: skip
