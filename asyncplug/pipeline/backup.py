@@ -28,24 +28,21 @@ from typing import Any
 from asyncplug.config import Config
 from asyncplug.errors import PluginError, StorageError
 from asyncplug.pipeline.compress import FRAME_SIZE, FrameCompressor, frame_memory
-from asyncplug.pipeline.frames import crc32c, crc32c_combine
+from asyncplug.pipeline.frames import (
+    FORMAT_FRAMED,
+    FORMAT_RAW,
+    META_CRC,
+    META_FORMAT,
+    META_SIZE,
+    crc32c,
+    crc32c_combine,
+    sidecar_key,
+)
 from asyncplug.pipeline.parts import BufferPool, PartPlan, plan_parts
 from asyncplug.pipeline.reader import StreamReader
 from asyncplug.storage.base import Storage, Upload
 
 log = logging.getLogger(__name__)
-
-# Object metadata and sidecar names: docs/FORMAT.md, read by the restore pipeline.
-META_FORMAT = "asyncplug-format"
-META_CRC = "asyncplug-crc32c"
-META_SIZE = "asyncplug-size"
-FORMAT_RAW = "raw"
-FORMAT_FRAMED = "framed-v1"
-SIDECAR_SUFFIX = ".asyncplug-crc"
-
-
-def sidecar_key(key: str) -> str:
-    return key + SIDECAR_SUFFIX
 
 
 async def backup_path(storage: Storage, key: str, path: str, config: Config) -> int:

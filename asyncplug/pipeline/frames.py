@@ -35,6 +35,19 @@ TRAILER_SIZE = TRAILER.size  # 48
 MAX_FRAME_RAW = 64 * 1024 * 1024
 
 
+# What backup_data records with an object (docs/FORMAT.md); restore reads the same names.
+META_FORMAT = "asyncplug-format"  # a hint only: the trailer decides
+META_CRC = "asyncplug-crc32c"  # whole-stream CRC32C of a single-PUT raw object
+META_SIZE = "asyncplug-size"
+FORMAT_RAW = "raw"
+FORMAT_FRAMED = "framed-v1"
+SIDECAR_SUFFIX = ".asyncplug-crc"  # whole-stream CRC32C of a multipart raw object
+
+
+def sidecar_key(key: str) -> str:
+    return key + SIDECAR_SUFFIX
+
+
 def crc32c(data: bytes | bytearray | memoryview, value: int = 0) -> int:
     return int(_crc.crc32c(data, value))
 

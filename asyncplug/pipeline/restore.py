@@ -54,15 +54,6 @@ MIN_COMPRESSED = frames.HEADER_SIZE + frames.TRAILER_SIZE
 # tasks queued on the request semaphore.
 MAX_AHEAD = 64
 
-# What backup_data records with an object (docs/FORMAT.md). The format metadata is only
-# a hint (objects of other writers have none): the trailer decides.
-FORMAT_METADATA = "asyncplug-format"
-FORMAT_FRAMED = "framed-v1"
-FORMAT_RAW = "raw"
-CRC_METADATA = "asyncplug-crc32c"
-SIZE_METADATA = "asyncplug-size"
-CRC_SIDECAR_SUFFIX = ".asyncplug-crc"
-
 
 class _Data:
     """The bytes of one fetch: buffers at raw stream offsets, sliced without copying."""
@@ -188,7 +179,7 @@ class _Restore:
         # Guess raw and start the first data GETs now, beside the tail GET: a raw restore
         # then pays no extra round trip. A compressed object cancels them (backup_data marks
         # its compressed objects, so only objects of other writers are guessed at).
-        framed = self.info.metadata.get(FORMAT_METADATA) == FORMAT_FRAMED
+        framed = self.info.metadata.get(frames.META_FORMAT) == frames.FORMAT_FRAMED
         plan = plan_raw(wanted, self.chunk, self.concurrency) if _fits(wanted, self.size) else None
         tasks: dict[int, asyncio.Task[_Data]] = {}
         if plan is not None and not framed:
@@ -395,10 +386,15 @@ async def _recorded_crc(storage: Storage, info: ObjectInfo) -> tuple[int, int] |
     """(crc32c, size) recorded for a raw stream, or None (e.g. a Go plugin object)."""
     where = f"checksum record of {info.key}"
     try:
-        if CRC_METADATA in info.metadata:
-            crc, size = info.metadata[CRC_METADATA], info.metadata.get(SIZE_METADATA, info.size)
-        elif info.metadata.get(FORMAT_METADATA) == FORMAT_RAW:  # ours, multipart: a sidecar
-            sidecar = info.key + CRC_SIDECAR_SUFFIX
+        if frames.META_CRC in info.metadata:
+            crc, size = (
+                info.metadata[frames.META_CRC],
+                info.metadata.get(frames.META_SIZE, info.size),
+            )
+        elif (
+            info.metadata.get(frames.META_FORMAT) == frames.FORMAT_RAW
+        ):  # ours, multipart: a sidecar
+            sidecar = frames.sidecar_key(info.key)
             try:
                 side = await storage.stat(sidecar)
                 body = b"".join(await storage.get_range(sidecar, 0, side.size))
