@@ -42,7 +42,7 @@ from asyncplug.offsets import Range, check_ranges
 from asyncplug.pipeline import frames
 from asyncplug.pipeline.ranges import Fetch, Plan, plan_frames, plan_raw
 from asyncplug.pipeline.writer import IOV_MAX, FdWriter
-from asyncplug.storage.base import ObjectInfo, Storage
+from asyncplug.storage.base import Buffer, ObjectInfo, Storage
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class _Data:
         self.bufs = bufs
 
     @classmethod
-    def of_chunks(cls, start: int, chunks: Sequence[bytes]) -> _Data:
+    def of_chunks(cls, start: int, chunks: Sequence[Buffer]) -> _Data:
         starts, bufs, at = [], [], start
         for chunk in chunks:
             starts.append(at)
@@ -267,7 +267,7 @@ class _Restore:
             finally:
                 await _reap(tasks.values())  # before the pool shuts down
 
-    async def get(self, fetch: Fetch) -> list[bytes]:
+    async def get(self, fetch: Fetch) -> list[Buffer]:
         async with self.requests:
             chunks = await self.storage.get_range(self.key, fetch.start, fetch.end)
         _check_length(self.key, fetch, chunks)
@@ -361,7 +361,7 @@ def _fits(wanted: list[Range], size: int) -> bool:
     return all(end <= size for _, end in wanted)
 
 
-def _check_length(key: str, fetch: Fetch, chunks: Sequence[bytes]) -> None:
+def _check_length(key: str, fetch: Fetch, chunks: Sequence[Buffer]) -> None:
     got = sum(map(len, chunks))
     if got != fetch.end - fetch.start:
         raise IntegrityError(
@@ -370,7 +370,7 @@ def _check_length(key: str, fetch: Fetch, chunks: Sequence[bytes]) -> None:
         )
 
 
-def _decode(index: frames.FrameIndex, fetch: Fetch, chunks: Sequence[bytes]) -> _Data:
+def _decode(index: frames.FrameIndex, fetch: Fetch, chunks: Sequence[Buffer]) -> _Data:
     """Decompress the wanted frames of one fetch (runs in the decode pool)."""
     data = _Data.of_chunks(fetch.start, chunks)
     starts, bufs = [], []

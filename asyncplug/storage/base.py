@@ -73,7 +73,7 @@ class Storage(ABC):
         """Begin a multipart upload. The caller must complete() or abort() it."""
 
     @abstractmethod
-    async def get_range(self, key: str, start: int, end: int) -> list[bytes]:
+    async def get_range(self, key: str, start: int, end: int) -> list[Buffer]:
         """Bytes [start, end) of the object as a list of chunks (no join: callers writev them).
 
         Must return exactly end - start bytes: the response's Content-Range and length are

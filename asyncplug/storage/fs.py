@@ -238,12 +238,12 @@ class FileStorage(Storage):
 
     # read
 
-    def _read(self, path: Path, start: int, end: int) -> list[bytes]:
+    def _read(self, path: Path, start: int, end: int) -> list[Buffer]:
         with open(path, "rb", buffering=0) as f:
             size = os.fstat(f.fileno()).st_size
             if end > size:
                 raise InputError(f"bytes [{start}, {end}) of {path}: the object has {size} bytes")
-            chunks: list[bytes] = []
+            chunks: list[Buffer] = []
             pos = start
             while pos < end:
                 chunk = os.pread(f.fileno(), min(end - pos, READ_CHUNK), pos)
@@ -253,7 +253,7 @@ class FileStorage(Storage):
                 pos += len(chunk)
             return chunks
 
-    async def get_range(self, key: str, start: int, end: int) -> list[bytes]:
+    async def get_range(self, key: str, start: int, end: int) -> list[Buffer]:
         path = self.path_of(key)
         if start < 0 or end < start:
             raise InputError(f"bad range [{start}, {end}) of {path}")

@@ -34,7 +34,7 @@ import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
-from typing import Any, cast
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aiobotocore.session
@@ -500,7 +500,7 @@ class S3Storage(Storage):
         )
         return S3Upload(self, key, response["UploadId"])
 
-    async def get_range(self, key: str, start: int, end: int) -> list[bytes]:
+    async def get_range(self, key: str, start: int, end: int) -> list[Buffer]:
         if start < 0 or end < start:
             raise InputError(f"bad range [{start}, {end}) of {self.where(key)}")
         if start == end:
@@ -510,10 +510,8 @@ class S3Storage(Storage):
             url = await self._presigner.url(key)
             self._fast = not self.config.http_proxy and not get_environ_proxies(url)
         if self._fast:
-            # Chunks are bytearray views, not bytes: every caller only joins them,
-            # takes memoryview() or len() of them, or writev()s them.
-            return cast(list[bytes], await self._get_range_fast(key, start, end, what))
-        return await self._get_range_botocore(key, start, end, what, None)
+            return await self._get_range_fast(key, start, end, what)
+        return list(await self._get_range_botocore(key, start, end, what, None))
 
     async def _get_range_botocore(
         self, key: str, start: int, end: int, what: str, etag: str | None
