@@ -539,16 +539,7 @@ class S3Storage(Storage):
                 failure = exc
             finally:
                 body.close()
-            if pos > end:
-                raise IntegrityError(f"{what}: the server sent {pos - start} bytes")
-            if pos < end:
-                failures += 1
-                if failures > self.config.max_retries:
-                    message = f"{what}: body cut short at byte {pos} after {failures} attempts"
-                    if failure is not None:
-                        raise translate(failure, message) from failure
-                    raise IntegrityError(message)
-                await backoff(failures)
+            failures = await self._after_attempt(what, start, pos, end, failures, failure)
         return chunks
 
     async def _presign(self, key: str) -> str:
@@ -610,22 +601,34 @@ class S3Storage(Storage):
                     if not _retryable(response.status, code):
                         raise translate(error, what) from error
                     failure = error
-            if pos > end:
-                raise IntegrityError(f"{what}: the server sent {pos - start} bytes")
-            if pos < end:
-                failures += 1
-                if failures > self.config.max_retries:
-                    if isinstance(failure, bce.ClientError):
-                        error = _status_error(
-                            response.status, fastget.error_code(response), failures - 1
-                        )
-                        raise translate(error, what) from failure
-                    message = f"{what}: body cut short at byte {pos} after {failures} attempts"
-                    if failure is not None:
-                        raise translate(failure, message) from failure
-                    raise IntegrityError(message)
-                await backoff(failures)
+            failures = await self._after_attempt(what, start, pos, end, failures, failure)
         return chunks
+
+    async def _after_attempt(
+        self,
+        what: str,
+        start: int,
+        pos: int,
+        end: int,
+        failures: int,
+        failure: BaseException | None,
+    ) -> int:
+        """After one read of [start, end) that got to pos: the failure count for the next
+        attempt (after a backoff), or raise when the bytes are wrong or retries run out."""
+        if pos > end:
+            raise IntegrityError(f"{what}: the server sent {pos - start} bytes")
+        if pos == end:
+            return failures
+        failures += 1
+        if failures > self.config.max_retries:
+            if isinstance(failure, bce.ClientError):  # an error status: its own message
+                raise translate(failure, what) from failure
+            message = f"{what}: body cut short at byte {pos} after {failures} attempts"
+            if failure is not None:
+                raise translate(failure, message) from failure
+            raise IntegrityError(message)
+        await backoff(failures)
+        return failures
 
     @staticmethod
     def _check_range(response: Mapping[str, Any], pos: int, end: int, what: str) -> None:
