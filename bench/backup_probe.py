@@ -39,12 +39,7 @@ STAMP = "20250101123456"
 
 def write_config(path: Path, server: SeaweedServer, args: argparse.Namespace, **extra: Any) -> None:
     options = {
-        "endpoint": server.endpoint,
-        "bucket": BUCKET,
-        "folder": FOLDER,
-        "aws_access_key_id": ACCESS_KEY,
-        "aws_secret_access_key": SECRET_KEY,
-        "encryption": "off",
+        **server.plugin_options(BUCKET, FOLDER),
         "backup_multipart_chunksize": args.chunk,
         "backup_max_concurrent_requests": args.concurrency,
         "backup_queue_depth": args.queue,

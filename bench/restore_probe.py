@@ -57,12 +57,7 @@ def spread_ranges(size: int) -> list[tuple[int, int]]:
 
 def write_config(path: Path, server: SeaweedServer, chunk: int, concurrency: int) -> None:
     options = {
-        "endpoint": server.endpoint,
-        "bucket": BUCKET,
-        "folder": FOLDER,
-        "aws_access_key_id": ACCESS_KEY,
-        "aws_secret_access_key": SECRET_KEY,
-        "encryption": "off",
+        **server.plugin_options(BUCKET, FOLDER),
         "restore_multipart_chunksize": chunk,
         "restore_max_concurrent_requests": concurrency,
         "log_dir": str(path.parent / "log"),

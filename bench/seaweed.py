@@ -122,6 +122,17 @@ class SeaweedServer:
         except client.exceptions.BucketAlreadyExists:
             pass
 
+    def plugin_options(self, bucket: str, folder: str) -> dict[str, Any]:
+        """The plugin options that reach this server (plain http, its static keys)."""
+        return {
+            "endpoint": self.endpoint,
+            "bucket": bucket,
+            "folder": folder,
+            "aws_access_key_id": ACCESS_KEY,
+            "aws_secret_access_key": SECRET_KEY,
+            "encryption": "off",
+        }
+
     def client(self) -> Any:
         """A synchronous botocore S3 client for test set-up and inspection."""
         import botocore.session

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from asyncplug.config import build_config, load_config
-from bench.seaweed import ACCESS_KEY, SECRET_KEY, SeaweedServer
+from bench.seaweed import SeaweedServer
 
 EMBEDDED_BUCKET = "asyncplug-bench"
 EMBEDDED_FOLDER = "bench"
@@ -166,14 +166,7 @@ def embedded(work_dir: str) -> Target:
     except Exception as exc:
         server.stop()
         raise TargetError(f"cannot create the bucket on the embedded SeaweedFS: {exc}") from exc
-    options = {
-        "endpoint": server.endpoint,
-        "bucket": EMBEDDED_BUCKET,
-        "folder": EMBEDDED_FOLDER,
-        "aws_access_key_id": ACCESS_KEY,
-        "aws_secret_access_key": SECRET_KEY,
-        "encryption": "off",
-    }
+    options = server.plugin_options(EMBEDDED_BUCKET, EMBEDDED_FOLDER)
     return Target("seaweedfs", options, server)
 
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from asyncplug.config import Config, build_config
-from bench.seaweed import ACCESS_KEY, SECRET_KEY, SeaweedServer
+from bench.seaweed import SeaweedServer
 
 # No test may reach the instance-metadata address when a config has no keys and
 # botocore walks the credential chain: this machine talks to loopback only.
@@ -36,12 +36,7 @@ def bucket(seaweed: SeaweedServer) -> str:
 
 def s3_options(seaweed: SeaweedServer, bucket: str, **extra: Any) -> dict[str, Any]:
     return {
-        "endpoint": seaweed.endpoint,
-        "bucket": bucket,
-        "folder": "prod/cluster1",
-        "aws_access_key_id": ACCESS_KEY,
-        "aws_secret_access_key": SECRET_KEY,
-        "encryption": "off",
+        **seaweed.plugin_options(bucket, "prod/cluster1"),
         # SeaweedFS answers an occasional 500 when the 2 cores are busy: retry like production.
         "max_retries": 5,
         **extra,
