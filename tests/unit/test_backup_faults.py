@@ -12,7 +12,8 @@ import pytest
 
 from asyncplug.errors import PluginError, StorageError
 from asyncplug.pipeline.backup import run_backup, sidecar_key
-from tests.backup_support import MemoryStorage, fail_at, pipe_feed
+from tests.backup_support import fail_at, pipe_feed
+from tests.memory_storage import MemoryStorage
 from tests.unit.test_backup_stream import KEY, PART, config_for
 
 DATA = os.urandom(12 * PART)

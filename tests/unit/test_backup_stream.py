@@ -13,7 +13,8 @@ from asyncplug.config import build_config
 from asyncplug.pipeline import frames
 from asyncplug.pipeline.backup import backup_path, run_backup, sidecar_key
 from asyncplug.pipeline.parts import plan_parts
-from tests.backup_support import MemoryStorage, kwargs_for_config, pipe_feed, read_back, text_rows
+from tests.backup_support import kwargs_for_config, pipe_feed, read_back, text_rows
+from tests.memory_storage import MemoryStorage
 
 KEY = "f/backups/20250101/20250101123456/gpbackup_0_20250101123456"
 PART = 1024
