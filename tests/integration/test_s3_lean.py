@@ -1,12 +1,14 @@
-"""The fast ranged-GET path (presigned URL + fastget) against SeaweedFS behind a fault proxy."""
+"""The lean S3 path (own SigV4 signing + http1) against SeaweedFS behind a fault proxy."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import ssl
 import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from aiohttp import web
 
 from asyncplug.config import build_config
 from asyncplug.errors import AccessDenied, InputError, IntegrityError, ObjectNotFound, StorageError
-from asyncplug.storage import fastget
+from asyncplug.storage import http1
 from asyncplug.storage.s3 import S3Storage
 from bench.seaweed import SeaweedServer
 from tests.conftest import s3_options
@@ -100,7 +102,8 @@ async def test_many_ranges_exact_over_few_connections(
         assert all(isinstance(c, memoryview) for c in chunks)  # received in place
     gets = [m for m, _, _ in proxy.seen if m == "GET"]
     assert len(gets) == len(ranges)
-    pool = store._pool
+    assert store.lean is not None
+    pool = store.lean.pool
     assert pool is not None and pool.opened <= pool.size == 10  # max(6, 4) + 4 concurrent
     assert len(proxy.peers) == pool.opened
     assert all(c.response is None for idle in pool._idle.values() for c in idle)  # no body kept
@@ -132,7 +135,7 @@ async def test_chunked_body_falls_back_to_botocore(store: S3Storage, proxy: Coun
     ("status", "code", "error", "gets"),
     [
         (404, "NoSuchKey", ObjectNotFound, 1),
-        (403, "AccessDenied", AccessDenied, 2),  # re-signed once before giving up
+        (403, "AccessDenied", AccessDenied, 1),
         (416, "InvalidRange", InputError, 1),
         (412, "PreconditionFailed", IntegrityError, 1),
         (503, "SlowDown", StorageError, 4),  # max_retries=3
@@ -171,21 +174,39 @@ async def test_transient_failures_are_retried(store: S3Storage, proxy: CountingP
     assert not proxy.faults
 
 
-async def test_presigned_url_is_reused_then_refreshed(store: S3Storage) -> None:
-    await put(store, b"abcdefghij")
-    signed: list[str] = []
+def test_data_calls_never_import_aiobotocore(seaweed: SeaweedServer, bucket: str) -> None:
+    """A backup and a restore with static keys load neither aiobotocore nor aiohttp."""
+    script = """
+import asyncio, json, sys, crc32c
+from asyncplug.config import build_config
+from asyncplug.storage import open_storage
 
-    async def sign(key: str) -> str:
-        signed.append(key)
-        return await store._presign(key)
+async def main(options):
+    data = bytes(range(256)) * 40000
+    five = 5 * 2**20
+    async with open_storage(build_config(options)) as storage:
+        await storage.put("k/single", data, crc32c.crc32c(data))
+        upload = await storage.start_upload("k/multi", {"asyncplug-format": "raw"})
+        await upload.put_part(1, 0, data[:five], crc32c.crc32c(data[:five]))
+        await upload.put_part(2, five, data[five:], crc32c.crc32c(data[five:]))
+        await upload.complete()
+        info = await storage.stat("k/multi")
+        assert info.size == len(data) and info.metadata == {"asyncplug-format": "raw"}, info
+        assert b"".join(await storage.get_range("k/multi", 3, len(data))) == data[3:]
+        assert b"".join(await storage.get_range("k/single", 0, 9)) == data[:9]
+        aborted = await storage.start_upload("k/aborted")
+        await aborted.abort()
+    loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("aiobotocore", "aiohttp"))
+    print(",".join(loaded) or "none")
 
-    store._presigner = fastget.Presigner(sign)
-    for i in range(5):
-        assert b"".join(await store.get_range(KEY, i, i + 2)) == b"abcdefghij"[i : i + 2]
-    assert signed == [KEY]  # one URL for every range
-    store._presigner.max_age = 0.0  # as if 5 minutes had passed
-    assert b"".join(await store.get_range(KEY, 0, 3)) == b"abc"
-    assert signed == [KEY, KEY]
+asyncio.run(main(json.loads(sys.argv[1])))
+"""
+    options = json.dumps(s3_options(seaweed, bucket))
+    result = subprocess.run(
+        [sys.executable, "-c", script, options], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "none"
 
 
 async def test_silent_server_times_out(seaweed: SeaweedServer, bucket: str) -> None:
@@ -244,12 +265,12 @@ def test_buffered_protocol_over_tls(tmp_path: Path, loop_name: str) -> None:
         server_tls.load_cert_chain(cert, key)
         server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=server_tls)
         port = server.sockets[0].getsockname()[1]
-        pool = fastget.Pool(2, 5.0, lambda: ssl.create_default_context(cafile=str(cert)))
-        target = fastget.Target.of(f"https://localhost:{port}/b/k?x=1")
+        pool = http1.Pool(2, 5.0, lambda: ssl.create_default_context(cafile=str(cert)))
+        target = http1.Target.of(f"https://localhost:{port}/b/k?x=1")
         try:
             for _ in range(3):
-                response, conn = await pool.get(
-                    target, "", lambda r: int(r.headers["content-length"])
+                response, conn = await pool.request(
+                    "GET", target, "", lambda r: int(r.headers["content-length"])
                 )
                 pool.release(target, conn, response)
                 assert response.status == 200 and b"".join(response.body()) == body

@@ -8,7 +8,8 @@ import pytest
 
 from asyncplug.config import build_config
 from asyncplug.errors import ConfigError
-from asyncplug.storage.s3 import BufferBody, client_config, crc_header, endpoint_settings
+from asyncplug.storage.s3boto import BufferBody, client_config
+from asyncplug.storage.s3common import crc_header, endpoint_settings
 
 
 def config(**options: Any):  # type: ignore[no-untyped-def]

@@ -1,0 +1,120 @@
+"""The S3 backend (any S3-compatible service): a facade over two paths.
+
+- s3lean.py makes the calls that move data (HEAD, ranged GET, PUT, multipart) with
+  its own SigV4 signer and small HTTP/1.1 client, when it can: static credentials
+  (config or environment) and no proxy.
+- s3boto.py (aiobotocore) makes every other call, and all of them when the lean path
+  cannot be used. It is imported on first use: a backup or restore with static keys
+  never loads it (measured: 0.45 CPU-s of imports and 0.1-0.2 s of client set-up per
+  process saved).
+Errors from both are mapped by the same table (s3common.translate).
+"""
+
+from __future__ import annotations
+
+import urllib.request
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from asyncplug.config import Config
+from asyncplug.errors import InputError
+from asyncplug.storage.base import Buffer, ObjectInfo, Storage, Upload
+from asyncplug.storage.s3common import MAPPINGS, crc_header, endpoint_settings, mapping_for
+from asyncplug.storage.s3common import translate as translate
+from asyncplug.storage.s3lean import LeanS3, static_credentials
+
+if TYPE_CHECKING:
+    from asyncplug.storage.s3boto import BotoStorage
+
+__all__ = ["MAPPINGS", "S3Storage", "crc_header", "endpoint_settings", "mapping_for", "translate"]
+
+
+def _proxied(config: Config, url: str | None) -> bool:
+    """A proxy applies (http_proxy option, or HTTP(S)_PROXY without a NO_PROXY match)."""
+    if config.http_proxy:
+        return True
+    scheme = "https" if url is None or url.startswith("https") else "http"
+    proxies = urllib.request.getproxies()
+    if not proxies.get(scheme):
+        return False
+    host = (url or "").split("://", 1)[-1].split("/", 1)[0]
+    return not urllib.request.proxy_bypass(host)
+
+
+class S3Storage(Storage):
+    name = "s3"
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.bucket = config.bucket
+        url, _, _ = endpoint_settings(config)
+        credentials = static_credentials(config)
+        self.lean: LeanS3 | None = None
+        if credentials is not None and not _proxied(config, url):
+            self.lean = LeanS3(config, credentials, self._get_range_boto)
+        self._boto: BotoStorage | None = None
+
+    def boto(self) -> BotoStorage:
+        """The aiobotocore path, imported and created on first use."""
+        if self._boto is None:
+            from asyncplug.storage.s3boto import BotoStorage
+
+            self._boto = BotoStorage(self.config)
+        return self._boto
+
+    def where(self, key: str) -> str:
+        return f"s3://{self.bucket}/{key}"
+
+    async def _get_range_boto(
+        self, key: str, start: int, end: int, what: str, etag: str | None
+    ) -> list[bytes]:
+        return await self.boto().get_range_from(key, start, end, what, etag)
+
+    # --- data calls: lean when possible ------------------------------------------------
+
+    async def put(
+        self, key: str, data: Buffer, crc32c: int, metadata: Mapping[str, str] | None = None
+    ) -> None:
+        if self.lean is None:
+            return await self.boto().put(key, data, crc32c, metadata)
+        await self.lean.put(key, data, crc32c, metadata, f"put {self.where(key)}")
+
+    async def start_upload(self, key: str, metadata: Mapping[str, str] | None = None) -> Upload:
+        if self.lean is None:
+            return await self.boto().start_upload(key, metadata)
+        return await self.lean.start_upload(key, metadata, f"start upload of {self.where(key)}")
+
+    async def get_range(self, key: str, start: int, end: int) -> list[Buffer]:
+        if self.lean is None:
+            return await self.boto().get_range(key, start, end)
+        if start < 0 or end < start:
+            raise InputError(f"bad range [{start}, {end}) of {self.where(key)}")
+        if start == end:
+            return []
+        what = f"get bytes [{start}, {end}) of {self.where(key)}"
+        return await self.lean.get_range(key, start, end, what)
+
+    async def stat(self, key: str) -> ObjectInfo:
+        if self.lean is None:
+            return await self.boto().stat(key)
+        return await self.lean.stat(key, f"stat {self.where(key)}")
+
+    # --- everything else: aiobotocore --------------------------------------------------
+
+    def list(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        return self.boto().list(prefix)
+
+    async def delete(self, keys: Sequence[str]) -> int:
+        return await self.boto().delete(keys)
+
+    async def abort_uploads(self, prefix: str) -> int:
+        return await self.boto().abort_uploads(prefix)
+
+    async def check_bucket(self, write: bool) -> None:
+        await self.boto().check_bucket(write)
+
+    async def close(self) -> None:
+        if self.lean is not None:
+            self.lean.close()
+        if self._boto is not None:
+            await self._boto.close()

@@ -1,0 +1,198 @@
+"""http1: chunked bodies, request bodies from buffers, early answers, and s3lean's reading
+of responses, against small local servers."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import botocore.exceptions as bce
+import pytest
+
+from asyncplug.storage import http1, s3lean
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+def no_tls() -> ssl.SSLContext:
+    raise AssertionError("no TLS here")
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[[Handler], Awaitable[http1.Target]]]:
+    servers: list[asyncio.Server] = []
+
+    async def start(handler: Handler) -> http1.Target:
+        async def closing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                await handler(reader, writer)
+            except (ConnectionError, asyncio.IncompleteReadError):
+                pass  # the client went away
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(closing, "127.0.0.1", 0)
+        servers.append(server)
+        port = server.sockets[0].getsockname()[1]
+        return http1.Target.of(f"http://127.0.0.1:{port}/bucket/key?uploadId=1")
+
+    yield start
+    for server in servers:
+        server.close()
+        await server.wait_closed()
+    await asyncio.sleep(0.01)  # let the handlers' closes run
+
+
+async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    return head, await reader.readexactly(length)
+
+
+def whole(response: http1.Response) -> int:
+    return int(response.headers.get("content-length", "0"))
+
+
+@pytest.mark.parametrize(
+    ("raw", "body"),
+    [
+        (b"0\r\n\r\n", b""),
+        (b"3\r\nabc\r\n0\r\n\r\n", b"abc"),
+        (b"3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\n\r\n", b"abcde"),
+        (b"1\r\n \r\nA\r\n<a>x</a>  \r\n0\r\nTrailer: t\r\n\r\n", b" <a>x</a>  "),
+        (b"3\r\nab", None),
+        (b"3\r\nabc\r\n0\r\n", None),
+        (b"", None),
+    ],
+)
+def test_dechunk(raw: bytes, body: bytes | None) -> None:
+    result = http1.dechunk(raw)
+    assert (None if result is None else bytes(result)) == body
+
+
+def test_dechunk_refuses_a_bad_size() -> None:
+    with pytest.raises(bce.HTTPClientError):
+        http1.dechunk(b"zz\r\nabc\r\n")
+
+
+async def test_chunked_answer_arrives_whole(
+    serve: Callable[[Handler], Awaitable[http1.Target]],
+) -> None:
+    """CompleteMultipartUpload's way: 200 at once, whitespace while working, then the XML."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\n \r\n")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b"F\r\n<Done>ok</Done>\r\n0\r\n\r\n")
+        await writer.drain()
+        await reader.read()
+
+    target = await serve(handler)
+    pool = http1.Pool(2, 5.0, no_tls)
+    response, conn = await pool.request(
+        "POST", target, "", s3lean._small_sink("POST"), memoryview(b"<x/>")
+    )
+    pool.release(target, conn, response)
+    assert response.status == 200 and b"".join(response.body()) == b" <Done>ok</Done>"
+    assert s3lean._error_in(response) is None
+    pool.close()
+
+
+async def test_a_big_body_goes_out_whole_and_the_connection_is_kept(
+    serve: Callable[[Handler], Awaitable[http1.Target]],
+) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                _, body = await read_request(reader)
+            except asyncio.IncompleteReadError:
+                return
+            digest = hashlib.sha256(body).hexdigest().encode()
+            writer.write(b'HTTP/1.1 200 OK\r\nETag: "%s"\r\nContent-Length: 0\r\n\r\n' % digest)
+            await writer.drain()
+
+    target = await serve(handler)
+    pool = http1.Pool(2, 5.0, no_tls)
+    data = bytearray(range(256)) * (8 * 4096 + 3)  # 8 MiB and a bit: many socket writes
+    for _ in range(2):
+        response, conn = await pool.request("PUT", target, "", whole, memoryview(data))
+        pool.release(target, conn, response)
+        assert response.headers["etag"] == f'"{hashlib.sha256(data).hexdigest()}"'
+    assert pool.opened == 1
+    pool.close()
+
+
+async def test_an_answer_before_the_body_is_sent_drops_the_connection(
+    serve: Callable[[Handler], Awaitable[http1.Target]],
+) -> None:
+    """A server may refuse (403, 400) before reading the body: that connection is not reused,
+    so no request can follow the unsent rest of a body."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        error = b"<Error><Code>AccessDenied</Code></Error>"
+        writer.write(
+            b"HTTP/1.1 403 Forbidden\r\nContent-Length: %d\r\n\r\n%s" % (len(error), error)
+        )
+        await writer.drain()
+        await asyncio.sleep(1)  # read nothing more: the client's send buffer fills
+        writer.close()
+
+    target = await serve(handler)
+    pool = http1.Pool(2, 5.0, no_tls)
+    data = memoryview(bytes(64 * 1024 * 1024))
+    response, conn = await pool.request("PUT", target, "", s3lean._small_sink("PUT"), data)
+    pool.release(target, conn, response)
+    assert response.status == 403 and s3lean._error_in(response) == "AccessDenied"
+    assert conn.lost and not any(pool._idle.values())
+    pool.close()
+
+
+def make_response(status: int, body: bytes, **headers: str) -> http1.Response:
+    response = http1.Response(status, headers)
+    response.pieces = [bytearray(body)]
+    response.received = len(body)
+    return response
+
+
+def test_error_in_reads_codes_and_200_errors() -> None:
+    assert s3lean._error_in(make_response(200, b"<Result/>")) is None
+    assert s3lean._error_in(make_response(204, b"")) is None
+    failed = make_response(200, b" \n<Error><Code>InternalError</Code></Error>")
+    assert s3lean._error_in(failed) == "InternalError"
+    assert s3lean._error_in(make_response(200, b"<Error></Error>")) == "InternalError"
+    assert (
+        s3lean._error_in(make_response(503, b"<Error><Code>SlowDown</Code></Error>")) == "SlowDown"
+    )
+    assert s3lean._error_in(make_response(404, b"")) == "404"
+    cut = make_response(200, b"<Res")
+    cut.error = bce.ConnectionClosedError(endpoint_url="")
+    assert s3lean._error_in(cut) == "IncompleteBody"
+
+
+@pytest.mark.parametrize(
+    ("method", "status", "headers", "want"),
+    [
+        ("HEAD", 200, {"content-length": "1073741824"}, 0),
+        ("DELETE", 204, {}, 0),
+        ("POST", 200, {"transfer-encoding": "chunked"}, http1.CHUNKED),
+        ("POST", 200, {"content-length": "300"}, 300),
+        ("PUT", 500, {"content-length": str(10**9)}, http1.ERROR_BODY_LIMIT),
+        ("PUT", 400, {}, 0),
+    ],
+)
+def test_small_sink(method: str, status: int, headers: dict[str, str], want: int) -> None:
+    assert s3lean._small_sink(method)(http1.Response(status, headers)) == want
+
+
+@pytest.mark.parametrize("headers", [{}, {"content-length": str(10**9)}])
+def test_small_sink_refuses_what_it_cannot_take(headers: dict[str, str]) -> None:
+    with pytest.raises(http1.Unsupported):
+        s3lean._small_sink("POST")(http1.Response(200, headers))
