@@ -58,9 +58,12 @@ MAX_AHEAD = 64
 class _Data:
     """The bytes of one fetch: buffers at raw stream offsets, sliced without copying."""
 
-    def __init__(self, starts: list[int], bufs: list[memoryview]) -> None:
+    def __init__(
+        self, starts: list[int], bufs: list[memoryview], chunks: Sequence[Buffer] = ()
+    ) -> None:
         self.starts = starts
         self.bufs = bufs
+        self.chunks = chunks  # what get_range returned, recycled after the last use
 
     @classmethod
     def of_chunks(cls, start: int, chunks: Sequence[Buffer]) -> _Data:
@@ -69,7 +72,7 @@ class _Data:
             starts.append(at)
             bufs.append(memoryview(chunk))
             at += len(chunk)
-        return cls(starts, bufs)
+        return cls(starts, bufs, chunks)
 
     def view(self, start: int, end: int) -> list[memoryview]:
         out = []
@@ -245,7 +248,9 @@ class _Restore:
         self.running = []  # from here _run owns the tasks, and frees each after its use
         _log_plan(self.key, "raw", wanted, plan)
         try:
-            written = await _run(plan, self.fetch_raw, self.writer, self.budget, self.chunk, tasks)
+            written = await _run(
+                plan, self.fetch_raw, self.writer, self.budget, self.chunk, tasks, self.storage
+            )
         finally:
             self.running = list(tasks.values())
         _check_crc(self.key, recorded, self.writer)
@@ -260,10 +265,14 @@ class _Restore:
             async def fetch_frames(fetch: Fetch) -> _Data:
                 chunks = await self.get(fetch)
                 loop = asyncio.get_running_loop()
-                return await loop.run_in_executor(pool, _decode, index, fetch, chunks)
+                data = await loop.run_in_executor(pool, _decode, index, fetch, chunks)
+                self.storage.recycle(chunks)  # decoded: the compressed bytes are done
+                return data
 
             try:
-                return await _run(plan, fetch_frames, self.writer, self.budget, self.chunk, tasks)
+                return await _run(
+                    plan, fetch_frames, self.writer, self.budget, self.chunk, tasks, self.storage
+                )
             finally:
                 await _reap(tasks.values())  # before the pool shuts down
 
@@ -300,6 +309,7 @@ async def _run(
     budget: int,
     chunk: int,
     tasks: dict[int, asyncio.Task[_Data]],
+    storage: Storage,
 ) -> int:
     """Fetch ahead within the budget and write the slices in order; returns bytes written.
 
@@ -345,7 +355,8 @@ async def _run(
         for number in range(k, end):
             fetch_number = plan.slices[number].fetch
             if plan.last_use[fetch_number] == number:
-                del tasks[fetch_number]
+                # Written (the writer has returned): its buffers may take the next GETs.
+                storage.recycle(tasks.pop(fetch_number).result().chunks)
                 held -= plan.fetches[fetch_number].cost
         k = end
     return out

@@ -105,6 +105,10 @@ class Storage(ABC):
         """Fail fast with a message that says what to fix when the bucket/directory is not
         reachable, or (write=True) not writable: writes and deletes a small probe object."""
 
+    def recycle(self, chunks: Sequence[Buffer]) -> None:  # noqa: B027 - optional hook
+        """The caller is done with these get_range chunks and their views: the backend may
+        receive later reads into their memory. Optional (the default keeps nothing)."""
+
     @abstractmethod
     async def close(self) -> None:
         """Release connections and threads."""

@@ -21,14 +21,15 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 from urllib.parse import urlsplit
 
 import botocore.exceptions as bce
 
-PIECE = 1024 * 1024  # body buffers, allocated as bytes arrive: few writev entries, small RSS
+PIECE = 1024 * 1024  # body buffers, taken as bytes arrive: few writev entries, small RSS
+MAX_SPARE = 64  # recycled pieces kept for reuse (64 MiB at most)
 HEAD_LIMIT = 64 * 1024  # status line + headers
 ERROR_BODY_LIMIT = 64 * 1024  # an S3 error document is a few hundred bytes
 SMALL_BODY = 64 * 1024  # request bodies up to this go out in the same write as the head
@@ -70,7 +71,8 @@ Sink = Callable[[Response], int]  # headers known -> body bytes to receive, or C
 class _Protocol(asyncio.BufferedProtocol):
     """One connection. Head into a small buffer; body into the response's pieces."""
 
-    def __init__(self) -> None:
+    def __init__(self, spare: list[bytearray]) -> None:
+        self.spare = spare  # the pool's recycled pieces
         self.transport: asyncio.Transport | None = None
         self.head = bytearray(HEAD_LIMIT)
         self.head_fill = 0
@@ -102,7 +104,12 @@ class _Protocol(asyncio.BufferedProtocol):
         assert response is not None
         if self.piece == len(response.pieces):
             left = self.want - self.piece * PIECE
-            response.pieces.append(bytearray(min(left, PIECE)))
+            if left >= PIECE and self.spare:
+                # Reuse: a fresh 1 MiB bytearray is an mmap whose 256 pages fault in and
+                # are zeroed, measured 0.27 CPU-s/GiB of a restore.
+                response.pieces.append(self.spare.pop())
+            else:
+                response.pieces.append(bytearray(min(left, PIECE)))
         return response.pieces[self.piece]
 
     def buffer_updated(self, nbytes: int) -> None:
@@ -310,6 +317,20 @@ class Pool:
         self._idle: dict[tuple[str, int, bool], list[_Protocol]] = {}
         self._slots = asyncio.Semaphore(size)
         self.opened = 0  # connections made so far (tests count reuse with it)
+        self.spare: list[bytearray] = []
+
+    def recycle(self, chunks: Sequence[object]) -> None:
+        """Take back body pieces the caller is done with (views of them may remain, but
+        must not be read again); the next responses are received into them."""
+        for chunk in chunks:
+            piece = chunk.obj if isinstance(chunk, memoryview) else chunk
+            if (
+                type(piece) is bytearray
+                and len(piece) == PIECE
+                and len(self.spare) < MAX_SPARE
+                and not any(piece is kept for kept in self.spare)  # twice would be shared
+            ):
+                self.spare.append(piece)
 
     async def request(
         self,
@@ -383,7 +404,7 @@ class Pool:
         try:
             _, conn = await asyncio.wait_for(
                 loop.create_connection(
-                    _Protocol,
+                    lambda: _Protocol(self.spare),
                     target.host,
                     target.port,
                     ssl=tls,

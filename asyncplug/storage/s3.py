@@ -99,6 +99,10 @@ class S3Storage(Storage):
             return await self.boto().stat(key)
         return await self.lean.stat(key, f"stat {self.where(key)}")
 
+    def recycle(self, chunks: Sequence[Buffer]) -> None:
+        if self.lean is not None:
+            self.lean.pool.recycle(chunks)
+
     # --- everything else: aiobotocore --------------------------------------------------
 
     def list(self, prefix: str) -> AsyncIterator[ObjectInfo]:

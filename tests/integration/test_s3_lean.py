@@ -285,3 +285,19 @@ def test_buffered_protocol_over_tls(tmp_path: Path, loop_name: str) -> None:
         assert loop.run_until_complete(scenario()) == 1  # one connection, kept alive
     finally:
         loop.close()
+
+
+async def test_recycled_pieces_take_the_next_reads(store: S3Storage) -> None:
+    data = random.Random(5).randbytes(3 * 1024 * 1024 + 7)
+    await put(store, data)
+    first = await store.get_range(KEY, 0, len(data))
+    pieces = [view.obj for view in first if isinstance(view, memoryview)]
+    assert b"".join(first) == data and len(pieces) == 4
+    store.recycle(first)
+    store.recycle(first)  # twice: kept once, or two reads would share a piece
+    assert store.lean is not None and len(store.lean.pool.spare) == 3  # full pieces only
+    second = await store.get_range(KEY, 1, len(data))
+    assert b"".join(second) == data[1:]
+    reused = [view.obj for view in second if isinstance(view, memoryview)]
+    assert {id(p) for p in reused[:3]} == {id(p) for p in pieces[:3]}
+    assert not store.lean.pool.spare
