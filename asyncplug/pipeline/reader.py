@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import mmap
 import os
 import queue
@@ -26,11 +25,8 @@ from collections.abc import Callable
 
 from asyncplug.errors import PluginError
 from asyncplug.pipeline.frames import crc32c
+from asyncplug.pipeline.pipes import grow_pipe
 from asyncplug.storage.base import Buffer
-
-# F_SETPIPE_SZ (Linux): a 1 MiB pipe means 16x fewer reads and wake-ups than 64 KiB.
-_F_SETPIPE_SZ = 1031
-PIPE_SIZE = 1024 * 1024
 
 _Job = tuple[memoryview, asyncio.AbstractEventLoop, "asyncio.Future[tuple[int, int]]"]
 
@@ -110,8 +106,7 @@ def _prepare(fd: int) -> None:
     with contextlib.suppress(OSError):
         os.set_blocking(fd, True)
     if stat.S_ISFIFO(mode):
-        with contextlib.suppress(OSError):  # EPERM above /proc/sys/fs/pipe-max-size: keep it
-            fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)
+        grow_pipe(fd)
     elif stat.S_ISREG(mode):
         with contextlib.suppress(OSError, AttributeError):
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)

@@ -18,6 +18,7 @@ import threading
 from collections.abc import Sequence
 
 from asyncplug.pipeline.frames import crc32c
+from asyncplug.pipeline.pipes import grow_pipe
 
 IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
 
@@ -40,6 +41,8 @@ class FdWriter:
         self.written = 0
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        if not positional:
+            grow_pipe(fd)
 
     async def write(self, views: Sequence[memoryview], offset: int) -> None:
         """Write `views` (at output `offset` when positional); raises what the write raised."""
