@@ -54,6 +54,8 @@ _INTEGRITY_CODES = {
 }  # fmt: skip
 _USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^@\s]*@")
 _RANGE_CODES = {"InvalidRange", "416"}
+# botocore follows S3's region redirects itself; the lean path says what to fix instead.
+_REGION_CODES = {"PermanentRedirect", "AuthorizationHeaderMalformed", "301", "307"}
 _BUSY_CODES = {
     "SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "Throttling",
     "TooManyRequests", "503", "500", "502", "504", "429",
@@ -78,6 +80,11 @@ def _client_error(exc: bce.ClientError, what: str) -> PluginError:
         return ObjectNotFound(f"{what}: not found ({code})")
     if code in _ACCESS_CODES or status == 403:
         return AccessDenied(f"{what}: access denied ({code}); {_CREDENTIALS_HINT}")
+    if code in _REGION_CODES:
+        return ConfigError(
+            f"{what}: the bucket is in another region or behind another endpoint ({code}); "
+            "check region and endpoint"
+        )
     if code in _RANGE_CODES:
         return InputError(f"{what}: the range is past the end of the object ({code})")
     if code in _INTEGRITY_CODES:

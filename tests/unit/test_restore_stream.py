@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import tempfile
 import threading
@@ -17,6 +18,7 @@ from asyncplug.pipeline.codecs import CODECS
 from asyncplug.pipeline.restore import restore_stream
 from tests.restore_support import MemoryStorage, compressed, crc_metadata
 
+F_GETPIPE_SZ = 1032  # Linux
 KEY = "prod/cluster1/backups/20250101/20250101123456/gpbackup_0_20250101123456"
 CONFIG = Config(
     folder="prod/cluster1",
@@ -127,11 +129,13 @@ def test_subset_coalesces_nearby_ranges() -> None:
 
 
 def test_a_slow_reader_holds_back_fetching() -> None:
-    """While the reader reads nothing, at most concurrency + 1 chunks are fetched."""
-    raw = os.urandom(4 * 1024 * 1024)
+    """While the reader reads nothing, at most concurrency + 1 chunks are fetched beyond
+    what the pipe holds (the writer grows it to 1 MiB)."""
+    chunk = 1024 * 1024
+    raw = os.urandom(12 * chunk)
     store = MemoryStorage(piece=65536)
     store.objects[KEY] = (raw, {})
-    config = Config(folder="f", restore_multipart_chunksize=256 * 1024,
+    config = Config(folder="f", restore_multipart_chunksize=chunk,
                     restore_max_concurrent_requests=3)  # fmt: skip
     read_fd, write_fd = os.pipe()
 
@@ -139,8 +143,10 @@ def test_a_slow_reader_holds_back_fetching() -> None:
         restore = asyncio.create_task(restore_stream(store, KEY, write_fd, config))
         for _ in range(50):  # let it run until it is stuck on the full pipe
             await asyncio.sleep(0.01)
-        data_gets = [g for g in store.gets if g[2] - g[1] == 256 * 1024]
-        assert len(data_gets) <= config.restore_max_concurrent_requests + 1
+        in_pipe = -(-fcntl.fcntl(write_fd, F_GETPIPE_SZ) // chunk)
+        data_gets = [g for g in store.gets if g[2] - g[1] == chunk]
+        assert len(data_gets) <= config.restore_max_concurrent_requests + 1 + in_pipe
+        assert len(data_gets) < len(raw) // chunk  # held back: not all fetched
         data = bytearray()
         loop = asyncio.get_running_loop()
         while len(data) < len(raw):
