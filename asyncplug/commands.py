@@ -18,8 +18,6 @@ from asyncplug import keys
 from asyncplug.config import Config
 from asyncplug.errors import InputError, ObjectNotFound, StorageError
 from asyncplug.offsets import read_offsets
-from asyncplug.pipeline.backup import backup_path, backup_stream
-from asyncplug.pipeline.restore import restore_path, restore_stream
 from asyncplug.storage import ObjectInfo, Storage, open_storage
 
 log = logging.getLogger(__name__)
@@ -126,6 +124,8 @@ async def backup_file(config: Config, path: str) -> int:
     if not os.path.isfile(path):
         why = "not a regular file" if os.path.exists(path) else "no such file"
         raise InputError(f"cannot back up {path}: {why}")
+    from asyncplug.pipeline.backup import backup_path  # a restore never loads it (~10 ms)
+
     async with open_storage(config) as storage:
         return await backup_path(storage, key, path, config)
 
@@ -133,6 +133,8 @@ async def backup_file(config: Config, path: str) -> int:
 async def restore_file(config: Config, path: str) -> int:
     """Fetch an object back to `path` (parents created, never a partial file)."""
     key = keys.object_key(config.folder, path)
+    from asyncplug.pipeline.restore import restore_path  # a backup never loads it
+
     async with open_storage(config) as storage:
         return await restore_path(storage, key, path, config)
 
@@ -140,6 +142,8 @@ async def restore_file(config: Config, path: str) -> int:
 async def backup_data(config: Config, data_key: str, fd: int = STDIN_FD) -> int:
     """Store the stream read from `fd` (stdin) to EOF."""
     key = keys.object_key(config.folder, data_key)
+    from asyncplug.pipeline.backup import backup_stream
+
     async with open_storage(config) as storage:
         return await backup_stream(storage, key, fd, config)
 
@@ -147,6 +151,8 @@ async def backup_data(config: Config, data_key: str, fd: int = STDIN_FD) -> int:
 async def restore_data(config: Config, data_key: str, fd: int = STDOUT_FD) -> int:
     """Write the stored stream to `fd` (stdout), byte-identical to what backup_data read."""
     key = keys.object_key(config.folder, data_key)
+    from asyncplug.pipeline.restore import restore_stream
+
     async with open_storage(config) as storage:
         return await restore_stream(storage, key, fd, config)
 
@@ -161,6 +167,8 @@ async def restore_data_subset(
     """
     key = keys.object_key(config.folder, data_key)
     ranges = read_offsets(offsets_file)
+    from asyncplug.pipeline.restore import restore_stream
+
     async with open_storage(config) as storage:
         return await restore_stream(storage, key, fd, config, ranges=ranges)
 
