@@ -33,11 +33,9 @@ MAX_SPARE = 64  # recycled pieces kept for reuse (64 MiB at most)
 HEAD_LIMIT = 64 * 1024  # status line + headers
 ERROR_BODY_LIMIT = 64 * 1024  # an S3 error document is a few hundred bytes
 SMALL_BODY = 64 * 1024  # request bodies up to this go out in the same write as the head
-_CODE = re.compile(rb"<Code>([^<]{1,100})</Code>")
-
-
 CHUNKED = -1  # a Sink's answer: receive a small chunked body (up to CHUNKED_LIMIT)
 CHUNKED_LIMIT = 1024 * 1024  # S3 sends chunked XML (CompleteMultipartUpload keeps alive)
+_CODE = re.compile(rb"<Code>([^<]{1,100})</Code>")
 
 
 class Unsupported(Exception):

@@ -136,6 +136,8 @@ class LeanS3:
                 )
             except (bce.BotoCoreError, OSError) as exc:  # no response: connect, reset, timeout
                 failure = exc
+            except http1.Unsupported as exc:  # e.g. a big body of unknown length
+                raise StorageError(f"{what}: unexpected response from the server ({exc})") from exc
             else:
                 self.pool.release(target, conn, response)
                 code = _error_in(response)
