@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import random
 import socket
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -52,15 +54,16 @@ class FaultProxy:
     _runner: web.AppRunner | None = None
     _session: aiohttp.ClientSession | None = None
 
-    async def start(self) -> FaultProxy:
+    async def start(self, tls: ssl.SSLContext | None = None) -> FaultProxy:
+        """Listen on 127.0.0.1 (https://localhost:PORT with a TLS context)."""
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self.handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=tls)
         await site.start()
         port = self._runner.addresses[0][1]
-        self.endpoint = f"http://127.0.0.1:{port}"
+        self.endpoint = f"https://localhost:{port}" if tls else f"http://127.0.0.1:{port}"
         self._session = aiohttp.ClientSession(auto_decompress=False)
         return self
 
@@ -93,11 +96,18 @@ class FaultProxy:
         # As a forward proxy (http_proxy) the request line holds the absolute URL.
         target = request.raw_path if "://" in request.raw_path else self.upstream + request.raw_path
         url = URL(target, encoded=True)
+        # aiohttp warns (an error under pytest) about big bytes bodies: hand it a BytesIO.
+        data = io.BytesIO(body) if len(body) > 2**20 else body
         async with self._session.request(
-            request.method, url, headers=headers, data=body, allow_redirects=False
+            request.method, url, headers=headers, data=data, allow_redirects=False
         ) as upstream:
             content = await upstream.read()
             out = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
+        if request.method == "HEAD":  # the object's length, with no body
+            response = web.StreamResponse(status=upstream.status, headers=out)
+            response.content_length = int(upstream.headers.get("Content-Length", 0))
+            await response.prepare(request)
+            return response
         if fault is None or fault.kind != "cut" or len(content) < 2:
             return web.Response(status=upstream.status, headers=out, body=content)
         response = web.StreamResponse(status=upstream.status, headers=out)

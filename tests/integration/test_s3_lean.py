@@ -232,9 +232,8 @@ async def test_silent_server_times_out(seaweed: SeaweedServer, bucket: str) -> N
             await writer.wait_closed()
 
 
-@pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
-def test_buffered_protocol_over_tls(tmp_path: Path, loop_name: str) -> None:
-    """Bodies received in place and connections kept alive over each loop's SSL transport."""
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate for localhost (and its key) made with openssl."""
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
@@ -242,6 +241,79 @@ def test_buffered_protocol_over_tls(tmp_path: Path, loop_name: str) -> None:
          "-out", str(cert)],
         check=True, capture_output=True,
     )  # fmt: skip
+    return cert, key
+
+
+async def test_lean_path_over_tls_trusts_aws_ca_bundle(
+    seaweed: SeaweedServer, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Multipart upload, stat and ranged reads over https, verified against AWS_CA_BUNDLE."""
+    cert, key = self_signed(tmp_path)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    proxy = await FaultProxy(seaweed.endpoint).start(server_tls)
+    data = random.Random(6).randbytes(6 * 1024 * 1024 + 11)
+    five = 5 * 1024 * 1024
+    try:
+        options = s3_options(seaweed, bucket, endpoint=proxy.endpoint)
+        monkeypatch.delenv("AWS_CA_BUNDLE", raising=False)
+        async with S3Storage(build_config(options)) as untrusted:
+            with pytest.raises(StorageError, match="TLS error"):
+                await untrusted.stat(KEY)
+        monkeypatch.setenv("AWS_CA_BUNDLE", str(cert))
+        async with S3Storage(build_config(options)) as store:
+            assert store.lean is not None
+            upload = await store.start_upload(KEY, {"asyncplug-format": "raw"})
+            await upload.put_part(1, 0, data[:five], crc32c.crc32c(data[:five]))
+            await upload.put_part(2, five, data[five:], crc32c.crc32c(data[five:]))
+            await upload.complete()
+            assert (await store.stat(KEY)).size == len(data)
+            assert b"".join(await store.get_range(KEY, 9, len(data))) == data[9:]
+        agents = {h.get("User-Agent") for _, _, h in proxy.seen}
+        assert agents == {"asyncplug"}  # every call took the lean path
+    finally:
+        await proxy.stop()
+
+
+def test_credentials_decide_the_path(
+    seaweed: SeaweedServer, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Static keys (config or environment) take the lean path; the credential chain
+    (here a shared credentials file) and proxies take aiobotocore, and work."""
+    options = s3_options(seaweed, bucket)
+    keys = {k: options.pop(k) for k in ("aws_access_key_id", "aws_secret_access_key")}
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    shared = tmp_path / "credentials"
+    shared.write_text(
+        f"[default]\naws_access_key_id = {keys['aws_access_key_id']}\n"
+        f"aws_secret_access_key = {keys['aws_secret_access_key']}\n"
+    )
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(shared))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+
+    async def round_trip(store: S3Storage) -> None:
+        async with store:
+            await store.put(KEY, b"chain", crc32c.crc32c(b"chain"))
+            assert b"".join(await store.get_range(KEY, 1, 5)) == b"hain"
+
+    chain = S3Storage(build_config(options))
+    assert chain.lean is None
+    asyncio.run(round_trip(chain))
+    assert chain._boto is not None
+
+    assert S3Storage(build_config({**options, **keys})).lean is not None
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", keys["aws_access_key_id"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", keys["aws_secret_access_key"])
+    assert S3Storage(build_config(options)).lean is not None
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    assert S3Storage(build_config(options)).lean is None
+
+
+@pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
+def test_buffered_protocol_over_tls(tmp_path: Path, loop_name: str) -> None:
+    """Bodies received in place and connections kept alive over each loop's SSL transport."""
+    cert, key = self_signed(tmp_path)
     body = random.Random(4).randbytes(3 * 1024 * 1024 + 5)
 
     served: list[asyncio.Task[None]] = []
