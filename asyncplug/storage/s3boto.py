@@ -9,9 +9,10 @@ module does:
   - an error or a short body while reading a GetObject body (botocore has
     returned by then): get_range resumes at the first missing byte.
 
-This path serves every call when a proxy is configured, and otherwise the calls the
-lean path (s3lean.py) does not make itself: listings, batch deletes, HeadBucket,
-and ranged reads whose response it cannot take (chunked).
+This path serves every call when a proxy is configured or credentials come from the
+AWS credential chain, and otherwise the calls the lean path (s3lean.py) does not make
+itself: listings, batch deletes, HeadBucket, and ranged reads whose response it cannot
+take (chunked).
 
 Bodies: botocore turns `bytes` into a BytesIO that aiohttp then copies out in
 64 KiB reads, and its parameter validation rejects memoryview. `BufferBody` hands

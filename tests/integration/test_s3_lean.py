@@ -87,7 +87,7 @@ async def put(store: S3Storage, data: bytes) -> None:
 async def test_many_ranges_exact_over_few_connections(
     store: S3Storage, proxy: CountingProxy
 ) -> None:
-    data = random.Random(1).randbytes(9 * 1024 * 1024 + 123)  # several fastget pieces
+    data = random.Random(1).randbytes(9 * 1024 * 1024 + 123)  # several http1 pieces
     await put(store, data)
     rng = random.Random(2)
     ranges = [(0, len(data)), (0, 1), (len(data) - 1, len(data))]
