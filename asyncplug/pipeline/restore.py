@@ -167,6 +167,7 @@ class _Restore:
     """One restore of one object: detect the format, plan, fetch, write."""
 
     def __init__(self, storage: Storage, info: ObjectInfo, writer: FdWriter, config: Config):
+        self.marked_raw = False  # backup_data wrote it raw (set by run)
         self.storage, self.info, self.writer = storage, info, writer
         self.key, self.size = info.key, info.size
         self.chunk = config.restore_multipart_chunksize
@@ -182,7 +183,9 @@ class _Restore:
         # Guess raw and start the first data GETs now, beside the tail GET: a raw restore
         # then pays no extra round trip. A compressed object cancels them (backup_data marks
         # its compressed objects, so only objects of other writers are guessed at).
-        framed = self.info.metadata.get(frames.META_FORMAT) == frames.FORMAT_FRAMED
+        marked = self.info.metadata.get(frames.META_FORMAT)
+        framed = marked == frames.FORMAT_FRAMED
+        self.marked_raw = marked == frames.FORMAT_RAW
         plan = plan_raw(wanted, self.chunk, self.concurrency) if _fits(wanted, self.size) else None
         tasks: dict[int, asyncio.Task[_Data]] = {}
         if plan is not None and not framed:
@@ -193,7 +196,8 @@ class _Restore:
             record = asyncio.create_task(_recorded_crc(self.storage, self.info))
         self.running = [*tasks.values(), *([record] if record else [])]
 
-        tail_start, tail = await self.read_tail(plan, tasks)
+        # backup_data marked it raw: no tail to probe (a GET, and a request slot, saved).
+        tail_start, tail = (0, b"") if self.marked_raw else await self.read_tail(plan, tasks)
         trailer = frames.parse_trailer(tail[-frames.TRAILER_SIZE :], self.size) if tail else None
         if trailer is None and framed:
             raise IntegrityError(f"{self.key} is a compressed object but its trailer is damaged")
@@ -243,7 +247,8 @@ class _Restore:
         recorded = await record if record is not None else None
         _check_size(self.key, recorded, self.size)
         self.writer.checksum = recorded is not None
-        if 0 in tasks and plan.fetches[0].start == 0 and self.size >= MIN_COMPRESSED:
+        guessed = not self.marked_raw  # a raw guess: a damaged compressed object may hide
+        if guessed and 0 in tasks and plan.fetches[0].start == 0 and self.size >= MIN_COMPRESSED:
             tasks[0] = asyncio.create_task(self.not_compressed(tasks[0], plan.fetches[0].end))
         self.running = []  # from here _run owns the tasks, and frees each after its use
         _log_plan(self.key, "raw", wanted, plan)

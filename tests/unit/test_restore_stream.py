@@ -181,3 +181,17 @@ def test_non_blocking_stdout_is_written_whole() -> None:
         reader.join()
         os.close(read_fd)
     assert b"".join(chunks) == raw
+
+
+@pytest.mark.parametrize("marked", [True, False])
+def test_only_unmarked_objects_get_their_tail_probed(marked: bool) -> None:
+    """backup_data marks raw objects: reading one costs no tail GET. An object without the
+    mark (the Go plugin's) is probed for a trailer first."""
+    raw = os.urandom(1024 * 1024)
+    metadata = {"asyncplug-format": "raw"} if marked else {}
+    store = MemoryStorage(piece=65536)
+    store.objects[KEY] = (raw, metadata)
+    count, out = restore(store, [(10, 20), (5000, 9000)])
+    assert out == raw[10:20] + raw[5000:9000] and count == len(out)
+    tail_gets = [g for g in store.gets if g[2] == len(raw)]
+    assert (tail_gets == []) is marked
