@@ -156,6 +156,8 @@ class Config:
     compression: str = "none"
     compression_level: int | None = None
     compression_workers: int = 2
+    # where parts too big for the memory budget are buffered ("" = the system temp dir)
+    spool_dir: str = ""
     # gprestore
     restore_subset: bool = False
     # logging
@@ -197,6 +199,7 @@ OPTIONS: Mapping[str, Callable[[object, str], Any]] = {
     "compression": parse_choice(COMPRESSIONS),
     "compression_level": lambda v, n: parse_count(v, n, -7, 22),
     "compression_workers": lambda v, n: parse_count(v, n, 1, 64),
+    "spool_dir": parse_text,
     "restore_subset": parse_switch,
     "log_dir": parse_text,
     "log_level": parse_choice(LOG_LEVELS),

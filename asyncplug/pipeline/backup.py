@@ -25,6 +25,7 @@ import os
 from collections.abc import Awaitable, Coroutine
 from typing import Any
 
+from asyncplug import spool
 from asyncplug.config import Config
 from asyncplug.errors import PluginError, StorageError
 from asyncplug.pipeline.compress import FRAME_SIZE, FrameCompressor, frame_memory
@@ -40,6 +41,7 @@ from asyncplug.pipeline.frames import (
 )
 from asyncplug.pipeline.parts import BufferPool, PartPlan, plan_parts
 from asyncplug.pipeline.reader import StreamReader
+from asyncplug.spool import STEP
 from asyncplug.storage.base import Storage, Upload
 
 log = logging.getLogger(__name__)
@@ -76,7 +78,7 @@ async def run_backup(
     budget = plan.first * (config.backup_max_concurrent_requests + config.backup_queue_depth)
     if framed:  # frames in and out of the workers come out of the same budget
         budget -= frame_memory(frame_size, config.compression_workers)
-    pool = BufferPool(max(budget, 2 * plan.first))
+    pool = BufferPool(max(budget, 2 * plan.first), config.spool_dir)
     reader = StreamReader(fd)
     uploader = PartUploader(storage, key, plan, pool, config.backup_max_concurrent_requests)
     uploader.metadata = {META_FORMAT: FORMAT_FRAMED if framed else FORMAT_RAW}
@@ -93,7 +95,8 @@ async def run_backup(
     finally:
         reader.close()
         pool.close()
-    log.debug("backup of %s: %d bytes read, peak buffers %d", key, reader.bytes_read, pool.peak)
+    log.debug("backup of %s: %d bytes read, peak buffers %d, %d spooled",
+              key, reader.bytes_read, pool.peak, pool.spooled)  # fmt: skip
     return reader.bytes_read
 
 
@@ -123,7 +126,11 @@ async def _compressed(
 
 
 class PartFiller:
-    """Copies compressed output into part buffers of the planned sizes and submits them."""
+    """Copies compressed output into part buffers of the planned sizes and submits them.
+
+    The part's CRC32C is computed on a thread every STEP bytes, where a spooled buffer's
+    pages are also released (spool.py): a big part is never wholly in memory.
+    """
 
     def __init__(self, uploader: PartUploader, pool: BufferPool, plan: PartPlan) -> None:
         self.uploader = uploader
@@ -132,6 +139,8 @@ class PartFiller:
         self._buf: mmap.mmap | None = None
         self._size = 0
         self._used = 0
+        self._checked = 0  # bytes of the part whose CRC is in _crc
+        self._crc = 0
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data).cast("B")
@@ -139,24 +148,32 @@ class PartFiller:
             if self._buf is None:  # only now: a stream ending on a boundary adds no part
                 self._size = self.plan.size(self.uploader.submitted + 1)
                 self._buf = await self.pool.acquire(self._size)
-                self._used = 0
+                self._used = self._checked = self._crc = 0
             take = min(len(view), self._size - self._used)
             self._buf[self._used : self._used + take] = view[:take]
             self._used += take
             view = view[take:]
             if self._used == self._size:
                 await self._submit()
+            elif self._used - self._checked >= STEP:
+                await self._check()
 
     async def flush(self) -> None:
         if self._buf is not None and self._used:
             await self._submit()
 
+    async def _check(self) -> None:
+        """CRC what was copied since the last check, then release it if spooled."""
+        buf, start, end = self._buf, self._checked, self._used
+        assert buf is not None
+        self._crc = await asyncio.to_thread(_crc_and_release, buf, start, end, self._crc)
+        self._checked = end
+
     async def _submit(self) -> None:
-        buf, used = self._buf, self._used
+        await self._check()
+        buf, used, crc = self._buf, self._used, self._crc
         assert buf is not None
         self._buf = None
-        with memoryview(buf) as view:
-            crc = await asyncio.to_thread(crc32c, view[:used])
         await self.uploader.submit(buf, used, crc)
 
 
@@ -310,6 +327,13 @@ class PartUploader:
                 await self.storage.delete([self.key, sidecar_key(self.key)])
         except Exception:
             log.exception("clean-up of the failed backup of %s failed", self.key)
+
+
+def _crc_and_release(buf: mmap.mmap, start: int, end: int, crc: int) -> int:
+    with memoryview(buf) as view:
+        crc = crc32c(view[start:end], crc)
+    spool.release(buf, start, end)
+    return crc
 
 
 async def _uncancellable(cleanup: Awaitable[None]) -> None:

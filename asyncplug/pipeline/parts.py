@@ -7,18 +7,19 @@ minimum) for `tier` parts, then doubles it every `tier` parts up to the maximum 
 `tier` is the largest count for which all parts together still hold the largest object
 (5 TiB): parts, and so memory, stay small for as long as the limits allow.
 
-At the defaults (8 MiB, tier 1000), parts are 8 MiB up to 7.8 GiB of stream, 16 MiB up to
-23.4 GiB, 32 MiB up to 54.7 GiB, 64 MiB up to 117 GiB, ..., 4 GiB parts after 3.9 TiB.
+At the defaults (8 MiB, tier 1089), parts are 8 MiB up to 8.5 GiB of stream, 16 MiB up to
+25.5 GiB, 32 MiB up to 59.6 GiB, 64 MiB up to 127.6 GiB, ..., 4 GiB parts after 4.2 TiB.
 
 Memory. Every part is buffered whole until its upload is acknowledged (a retry resends it;
-stdin cannot be read twice), so at least one part must be in memory. The pool lets
-buffers be held while
+stdin cannot be read twice). The pool lets buffers be held while
     held bytes + next part <= max(budget, 2 * next part),
     budget = first part size * (backup_max_concurrent_requests + backup_queue_depth).
 While parts are small this is the budget: all upload slots busy plus `queue_depth` parts
 read ahead. When parts grow, fewer of them are in flight (budget // part size), and once
-a part exceeds half the budget, two are (one uploading, one being read): memory is then
-2 * part size. No plan avoids this: 10,000 parts of a 5 TiB stream average 524 MiB.
+a part exceeds half the budget, two are (one uploading, one being read). Those parts
+would need 2 * part size of memory (10,000 parts of a 5 TiB stream average 524 MiB), so
+they are spooled instead (spool.py): buffers on an unlinked file in spool_dir, whose
+pages are released as they are filled and sent. Memory stays within the budget.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import contextlib
 import mmap
 from dataclasses import dataclass
 
+from asyncplug.spool import spool_map
 from asyncplug.storage.base import S3_MAX_OBJECT_SIZE
 
 
@@ -98,10 +100,13 @@ class BufferPool:
 
     Buffers are anonymous mmaps, not bytearrays: unmapping returns memory to the system
     at once, whatever malloc's thresholds, so RSS follows the budget when part sizes change.
+    Buffers of parts over half the budget are spooled to a file in `spool_dir` (spool.py).
     """
 
-    def __init__(self, budget: int) -> None:
+    def __init__(self, budget: int, spool_dir: str = "") -> None:
         self.budget = budget
+        self.spool_dir = spool_dir
+        self.spooled = 0  # spooled buffers made (tests and the log read it)
         self.held = 0  # bytes of buffers handed out or kept for reuse
         self.peak = 0
         self._free: list[mmap.mmap] = []
@@ -120,7 +125,17 @@ class BufferPool:
                 return self._free.pop()
             self.held += size
             self.peak = max(self.peak, self.held)
-            return mmap.mmap(-1, size)
+            if 2 * size <= self.budget:
+                return mmap.mmap(-1, size)
+        try:  # outside the lock: allocating the file's blocks may take a moment
+            buf = await asyncio.to_thread(spool_map, size, self.spool_dir)
+        except BaseException:
+            async with self._changed:
+                self.held -= size
+                self._changed.notify_all()
+            raise
+        self.spooled += 1
+        return buf
 
     async def release(self, buf: mmap.mmap) -> None:
         async with self._changed:

@@ -23,9 +23,11 @@ import stat
 import threading
 from collections.abc import Callable
 
+from asyncplug import spool
 from asyncplug.errors import PluginError
 from asyncplug.pipeline.frames import crc32c
 from asyncplug.pipeline.pipes import grow_pipe
+from asyncplug.spool import STEP
 from asyncplug.storage.base import Buffer
 
 _Job = tuple[memoryview, asyncio.AbstractEventLoop, "asyncio.Future[tuple[int, int]]"]
@@ -70,12 +72,17 @@ class StreamReader:
 
 def _read_full(fd: int, view: memoryview) -> tuple[int, int]:
     got, crc, want = 0, 0, len(view)
+    released = 0  # a spooled buffer's pages are released every STEP bytes
     while got < want:
         count = os.readv(fd, [view[got:]])
         if count == 0:
             break
         crc = crc32c(view[got : got + count], crc)
         got += count
+        if got - released >= STEP:
+            spool.release(view.obj, released, got)
+            released = got - got % mmap.PAGESIZE
+    spool.release(view.obj, released, got)
     return got, crc
 
 

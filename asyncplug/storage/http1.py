@@ -19,6 +19,7 @@ the same `translate` table as every other call.
 from __future__ import annotations
 
 import asyncio
+import mmap
 import re
 import ssl
 from collections.abc import Callable, Sequence
@@ -28,11 +29,14 @@ from urllib.parse import urlsplit
 
 import botocore.exceptions as bce
 
+from asyncplug.spool import STEP, SpoolMap, release
+
 PIECE = 1024 * 1024  # body buffers, taken as bytes arrive: few writev entries, small RSS
 MAX_SPARE = 64  # recycled pieces kept for reuse (64 MiB at most)
 HEAD_LIMIT = 64 * 1024  # status line + headers
 ERROR_BODY_LIMIT = 64 * 1024  # an S3 error document is a few hundred bytes
 SMALL_BODY = 64 * 1024  # request bodies up to this go out in the same write as the head
+PAGE = mmap.PAGESIZE
 CHUNKED = -1  # a Sink's answer: receive a small chunked body (up to CHUNKED_LIMIT)
 CHUNKED_LIMIT = 1024 * 1024  # S3 sends chunked XML (CompleteMultipartUpload keeps alive)
 _CODE = re.compile(rb"<Code>([^<]{1,100})</Code>")
@@ -84,10 +88,22 @@ class _Protocol(asyncio.BufferedProtocol):
         self.in_body = False  # the head was accepted: a failure now is a cut body
         self.lost = False
         self.raw: bytearray | None = None  # a chunked body as received, until it is whole
+        self.writable: asyncio.Future[None] | None = None  # set while writing is paused
+        self.unsent = 0  # bytes of a spooled body not yet written: the request is unfinished
 
     # --- asyncio callbacks ---------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        # Paused above one spool step queued: send_spooled() waits on it (flow control).
+        self.transport.set_write_buffer_limits(high=STEP, low=STEP // 2)
+
+    def pause_writing(self) -> None:
+        if self.writable is None or self.writable.done():
+            self.writable = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self.writable is not None and not self.writable.done():
+            self.writable.set_result(None)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         if self.raw is not None:
@@ -140,6 +156,7 @@ class _Protocol(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
+        self.resume_writing()  # a paused sender must not wait for ever
         self._fail(bce.ConnectionClosedError(endpoint_url=""))
 
     # --- request/response ----------------------------------------------------------
@@ -148,6 +165,7 @@ class _Protocol(asyncio.BufferedProtocol):
         self.response, self.sink, self.want, self.in_body = None, sink, 0, False
         self.head_fill = self.piece = self.piece_fill = 0
         self.raw = None
+        self.unsent = 0
         self.done = asyncio.get_running_loop().create_future()
         if body is None or not body.nbytes:
             self.transport.write(head)
@@ -155,8 +173,29 @@ class _Protocol(asyncio.BufferedProtocol):
             self.transport.write(head + body)  # one segment for small XML bodies
         else:
             self.transport.write(head)
-            self.transport.write(body)  # uvloop keeps the view: no copy
+            if isinstance(body.obj, SpoolMap):
+                self.unsent = body.nbytes  # send_spooled() writes it
+            else:
+                self.transport.write(body)  # uvloop keeps the view: no copy
         return self.done
+
+    async def send_spooled(self, body: memoryview) -> None:
+        """Write a spooled body STEP by STEP, releasing the pages the kernel has taken, so
+        that a part on disk never comes wholly into memory (spool.py)."""
+        transport = self.transport
+        assert transport is not None
+        written = released = 0
+        while written < len(body) and not self.lost:
+            end = min(written + STEP, len(body))
+            transport.write(body[written:end])
+            written = end
+            self.unsent = len(body) - written
+            self.activity += 1  # progress, for the idle timer
+            while self.writable is not None and not self.writable.done() and not self.lost:
+                await self.writable
+            sent = written - transport.get_write_buffer_size()
+            release(body.obj, released, sent)
+            released = max(released, sent - sent % PAGE)
 
     def sending(self) -> int:
         """Request bytes not yet handed to the kernel (progress for the idle timer)."""
@@ -377,6 +416,7 @@ class Pool:
             and not conn.lost
             and response.received == conn.want
             and not conn.sending()  # an early answer (e.g. 403) while the body was going out
+            and not conn.unsent
         ):
             key = (target.host, target.port, target.scheme == "https")
             self._idle.setdefault(key, []).append(conn)
@@ -430,16 +470,24 @@ class Pool:
         """The response, or ReadTimeoutError after `timeout` seconds without progress
         (no byte received and no request byte sent)."""
         done = conn.start(head, body, sink)
+        sender = None
+        if body is not None and body.nbytes > SMALL_BODY and isinstance(body.obj, SpoolMap):
+            sender = asyncio.ensure_future(conn.send_spooled(body))
         seen: tuple[int, int] = (-1, -1)
-        while True:
-            try:
-                return await asyncio.wait_for(asyncio.shield(done), self.timeout)
-            except asyncio.TimeoutError:
-                now = (conn.activity, conn.sending())
-                if now == seen:
-                    conn.fail(bce.ReadTimeoutError(endpoint_url=target.endpoint))
-                    return await done
-                seen = now
+        try:
+            while True:
+                try:
+                    return await asyncio.wait_for(asyncio.shield(done), self.timeout)
+                except asyncio.TimeoutError:
+                    now = (conn.activity, conn.sending())
+                    if now == seen:
+                        conn.fail(bce.ReadTimeoutError(endpoint_url=target.endpoint))
+                        return await done
+                    seen = now
+        finally:
+            if sender is not None:  # an early answer ends the body too
+                sender.cancel()
+                await asyncio.gather(sender, return_exceptions=True)
 
     @staticmethod
     def _discard(conn: _Protocol) -> None:

@@ -35,6 +35,7 @@ EVERY_OPTION: dict[str, tuple[Any, Any]] = {
     "compression": ("zstd", "zstd"),
     "compression_level": (3, 3),
     "compression_workers": (4, 4),
+    "spool_dir": ("/data/spool", "/data/spool"),
     "restore_subset": ("on", True),
     "log_dir": ("/var/log/gp", "/var/log/gp"),
     "log_level": ("DEBUG", "debug"),

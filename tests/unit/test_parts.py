@@ -9,6 +9,7 @@ import random
 import pytest
 
 from asyncplug.pipeline.parts import BufferPool, PartPlan, memory_limit, plan_parts
+from asyncplug.spool import SpoolMap
 from asyncplug.storage.base import (
     S3_MAX_OBJECT_SIZE,
     S3_MAX_PART_SIZE,
@@ -91,6 +92,14 @@ def test_limits_that_cannot_hold_the_target_double_every_part() -> None:
     assert plan.capacity() == 75
 
 
+async def settle(waiter: asyncio.Future[mmap.mmap], spooled: bool) -> None:
+    """Let acquire() run; a spooled buffer is made on a thread, so give it time."""
+    if spooled:
+        await asyncio.wait({waiter}, timeout=0.2)
+    else:
+        await asyncio.sleep(0)
+
+
 async def test_pool_holds_at_most_the_budget_while_parts_grow() -> None:
     budget = 8 * 1000
     pool = BufferPool(budget)
@@ -98,11 +107,11 @@ async def test_pool_holds_at_most_the_budget_while_parts_grow() -> None:
     out: list[mmap.mmap] = []
     for size in [1000] * 30 + [2000] * 30 + [4000] * 20 + [8000] * 10 + [16000] * 5:
         waiter = asyncio.ensure_future(pool.acquire(size))
-        await asyncio.sleep(0)
+        await settle(waiter, spooled=2 * size > budget)
         while not waiter.done():  # blocked: the budget is spent, free the oldest part
             assert out, "the pool blocked with nothing to wait for"
             await pool.release(out.pop(0))
-            await asyncio.sleep(0)
+            await settle(waiter, spooled=2 * size > budget)
         buf = waiter.result()
         assert len(buf) == size
         out.append(buf)
@@ -110,6 +119,7 @@ async def test_pool_holds_at_most_the_budget_while_parts_grow() -> None:
         if rng.random() < 0.3:
             await pool.release(out.pop(rng.randrange(len(out))))
     assert pool.peak <= memory_limit(budget, 16000) == 32000
+    assert pool.spooled and all(isinstance(b, SpoolMap) == (len(b) > budget // 2) for b in out)
     for buf in out:
         await pool.release(buf)
     pool.close()
