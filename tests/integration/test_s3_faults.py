@@ -43,6 +43,7 @@ class Fault:
     kind: str  # "status", "reset" or "cut"
     status: int = 0
     code: str = ""
+    min_body: int = 0  # only requests with at least this many body bytes
 
 
 @dataclass
@@ -73,16 +74,16 @@ class FaultProxy:
         if self._runner is not None:
             await self._runner.cleanup()
 
-    def _take(self, method: str) -> Fault | None:
+    def _take(self, method: str, body: int = 0) -> Fault | None:
         for i, fault in enumerate(self.faults):
-            if fault.method == method:
+            if fault.method == method and body >= fault.min_body:
                 return self.faults.pop(i)
         return None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         self.seen.append((request.method, request.raw_path, request.headers.copy()))
-        fault = self._take(request.method)
+        fault = self._take(request.method, len(body))
         if fault is not None and fault.kind == "status":
             text = ERROR_BODY.format(code=fault.code)
             return web.Response(status=fault.status, text=text, content_type="application/xml")

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from asyncplug import spool
-from asyncplug.config import Config
+from asyncplug.config import Config, build_config
 from asyncplug.errors import PluginError
 from asyncplug.pipeline import parts
 from asyncplug.storage import open_storage
@@ -23,6 +23,7 @@ from bench.seaweed import SeaweedServer
 from tests.backup_support import read_back
 from tests.conftest import s3_options
 from tests.integration.test_backup import KEY, PREFIX, small, store
+from tests.integration.test_s3_faults import Fault, FaultProxy
 
 MiB = 1024 * 1024
 
@@ -139,4 +140,35 @@ def test_peak_rss_stays_in_the_budget_while_parts_grow_past_it(
     run = run_child([sys.executable, "-c", CHILD, json.dumps(options)], drain_stdout=True)
     assert run.ok, run.failure()
     assert run.maxrss_kib * 1024 <= 150 * 10**6, f"peak RSS {run.maxrss_kib / 1024:.0f} MiB"
+    assert not os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize("route", ["lean, a failed part retried", "botocore, through http_proxy"])
+async def test_spooled_parts_survive_retries_and_proxies(
+    seaweed: SeaweedServer, bucket: str, tmp_path: Path, route: str
+) -> None:
+    """A spooled part is sent again from its file after a 500 (lean path), and sent in
+    steps through aiohttp when a proxy makes botocore carry it."""
+    proxy = await FaultProxy(seaweed.endpoint).start()
+    try:
+        if route.startswith("lean"):
+            options = s3_options(seaweed, bucket, endpoint=proxy.endpoint, max_retries=3)
+        else:
+            options = s3_options(seaweed, bucket, http_proxy=proxy.endpoint)
+        config = dataclasses.replace(small(build_config(options)), spool_dir=str(tmp_path))
+        async with open_storage(config) as storage:
+            storage.max_parts, storage.max_part_size = 6, 40 * MiB
+            # Two 500s for the spooled part (the only one of 20 MiB): it is sent three times.
+            proxy.faults = [Fault("PUT", "status", 500, "InternalError", 20 * MiB)] * 2
+            data = os.urandom(40 * MiB)  # parts of 5, 10, 20 (spooled) and 5 MiB
+            await store(storage, config, data)
+            assert not proxy.faults
+            assert (await read_back(storage, KEY))[0] == data
+        big = [h for m, _, h in proxy.seen if m == "PUT" and h["Content-Length"] == str(20 * MiB)]
+        assert len(big) == 3
+        puts = [h.get("User-Agent", "") for m, _, h in proxy.seen if m == "PUT"]
+        lean = route.startswith("lean")
+        assert puts and all((agent == "asyncplug") == lean for agent in puts)
+    finally:
+        await proxy.stop()
     assert not os.listdir(tmp_path)
