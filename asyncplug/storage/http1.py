@@ -488,6 +488,8 @@ class Pool:
             if sender is not None:  # an early answer ends the body too
                 sender.cancel()
                 await asyncio.gather(sender, return_exceptions=True)
+                assert body is not None
+                release(body.obj, 0, len(body))  # the last steps, sent by now or never
 
     @staticmethod
     def _discard(conn: _Protocol) -> None:
