@@ -8,20 +8,8 @@ import pytest
 
 from asyncplug.errors import IntegrityError
 from asyncplug.pipeline import frames
-from asyncplug.pipeline.codecs import CODECS, Codec
-
-
-def build(raw: bytes, codec: Codec, frame_size: int) -> bytes:
-    parts = [raw[i : i + frame_size] for i in range(0, len(raw), frame_size)]
-    body, entries = [], []
-    for part in parts:
-        packed = codec.compress(part, codec.default_level)
-        body.append(packed)
-        entries.append((len(packed), len(part), frames.crc32c(part)))
-    head = frames.pack_header(codec)
-    index = frames.pack_index(entries)
-    index_offset = len(head) + sum(map(len, body))
-    return head + b"".join(body) + index + frames.pack_trailer(index_offset, index, len(raw), codec)
+from asyncplug.pipeline.codecs import CODECS
+from tests.restore_support import compressed
 
 
 def open_index(obj: bytes) -> frames.FrameIndex:
@@ -36,7 +24,7 @@ def open_index(obj: bytes) -> frames.FrameIndex:
 @pytest.mark.parametrize("size", [0, 1, 999, 1000, 1001, 5000])
 def test_round_trip_every_range(codec: str, size: int) -> None:
     raw = (b"1|Customer#000000001|IVhzIApeRb|15|25-989-741-2988|711.56|\n" * 100)[:size]
-    obj = build(raw, CODECS[codec], 1000)
+    obj = compressed(raw, CODECS[codec], 1000)
     idx = open_index(obj)
     assert idx.raw_size == size and idx.codec.name == codec
     for start, end in [(0, size), (0, 0), (size // 3, size // 2), (max(size - 1, 0), size)]:
@@ -50,7 +38,7 @@ def test_round_trip_every_range(codec: str, size: int) -> None:
 
 
 def test_covering_picks_only_overlapping_frames() -> None:
-    idx = open_index(build(os.urandom(10_000), CODECS["lz4"], 1000))
+    idx = open_index(compressed(os.urandom(10_000), CODECS["lz4"], 1000))
     assert [f.number for f in idx.covering(999, 1001)] == [0, 1]
     assert [f.number for f in idx.covering(1000, 2000)] == [1]
     assert [f.number for f in idx.covering(9999, 10_000)] == [9]
@@ -64,7 +52,7 @@ def test_raw_stream_is_not_taken_for_a_compressed_object() -> None:
 
 
 def test_flipped_byte_in_a_frame_is_detected() -> None:
-    obj = bytearray(build(b"abc" * 3000, CODECS["gzip"], 1000))
+    obj = bytearray(compressed(b"abc" * 3000, CODECS["gzip"], 1000))
     idx = open_index(bytes(obj))
     frame = idx.frames[1]
     obj[frame.offset + frame.length // 2] ^= 0xFF
@@ -73,7 +61,7 @@ def test_flipped_byte_in_a_frame_is_detected() -> None:
 
 
 def test_flipped_byte_in_the_index_is_detected() -> None:
-    obj = bytearray(build(b"xyz" * 3000, CODECS["zstd"], 1000))
+    obj = bytearray(compressed(b"xyz" * 3000, CODECS["zstd"], 1000))
     trailer = frames.parse_trailer(bytes(obj[-frames.TRAILER_SIZE :]), len(obj))
     assert trailer is not None
     obj[trailer.index_offset + 5] ^= 0x01
@@ -82,6 +70,6 @@ def test_flipped_byte_in_the_index_is_detected() -> None:
 
 
 def test_trailer_that_does_not_fit_the_object_is_corrupt() -> None:
-    obj = build(b"q" * 5000, CODECS["zstd"], 1000)
+    obj = compressed(b"q" * 5000, CODECS["zstd"], 1000)
     with pytest.raises(IntegrityError):
         frames.parse_trailer(obj[-frames.TRAILER_SIZE :], len(obj) + 1)
