@@ -27,9 +27,9 @@ from typing import Any
 
 import yaml
 
-from asyncplug.config import GiB, MiB, parse_size
+from asyncplug.config import MiB, parse_size
 from bench.datagen import write_dataset
-from bench.procs import ChildRun, run_child
+from bench.procs import ChildRun, probe_line, run_child
 from bench.seaweed import ACCESS_KEY, SECRET_KEY, SeaweedServer
 
 BUCKET = "backup-probe"
@@ -51,13 +51,7 @@ def write_config(path: Path, server: SeaweedServer, args: argparse.Namespace, **
 
 
 def line(name: str, runs: list[ChildRun], size: int, curl_wall: float) -> str:
-    wall = statistics.median(r.wall_s for r in runs)
-    cpu = statistics.median(r.cpu_s for r in runs) / (size / GiB)
-    rss = max(r.maxrss_kib for r in runs) / 1024
-    return (
-        f"{name:<24} {wall:7.2f} s {size / wall / 1e6:8.0f} MB/s  x{curl_wall / wall:5.2f} curl"
-        f"  {cpu:5.2f} CPU-s/GiB  {rss:6.0f} MB RSS"
-    )
+    return probe_line(name, runs, size, curl_wall, width=24)
 
 
 def ok(run: ChildRun, what: str) -> ChildRun:

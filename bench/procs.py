@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -20,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from asyncplug.config import GiB
 from bench.verify import Digest, new_digest
 
 LAUNCH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "launch.py")
@@ -143,4 +145,15 @@ def run_child(
         bytes_out=drained[0],
         digest=digest.hexdigest(),
         stderr=stderr,
+    )
+
+
+def probe_line(name: str, runs: Sequence[ChildRun], size: int, curl_wall: float, width: int) -> str:
+    """One row of a probe's table: median wall, MB/s, ratio to curl, CPU-s/GiB, peak RSS."""
+    wall = statistics.median(r.wall_s for r in runs)
+    cpu = statistics.median(r.cpu_s for r in runs) / (size / GiB)
+    rss = max(r.maxrss_kib for r in runs) / 1024
+    return (
+        f"{name:<{width}} {wall:7.2f} s {size / wall / 1e6:8.0f} MB/s"
+        f"  x{curl_wall / wall:5.2f} curl  {cpu:5.2f} CPU-s/GiB  {rss:6.0f} MB RSS"
     )

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import yaml
 
-from asyncplug.config import Config, GiB, MiB, parse_size
-from bench.procs import ChildRun, run_child
+from asyncplug.config import Config, MiB, parse_size
+from bench.procs import ChildRun, probe_line, run_child
 from bench.seaweed import ACCESS_KEY, SECRET_KEY, SeaweedServer
 from bench.verify import digest_file
 
@@ -93,13 +93,7 @@ def check(run: ChildRun, digest: str, what: str) -> ChildRun:
 
 
 def line(name: str, runs: list[ChildRun], size: int, curl_wall: float) -> str:
-    wall = statistics.median(r.wall_s for r in runs)
-    cpu = statistics.median(r.cpu_s for r in runs) / (size / GiB)
-    rss = max(r.maxrss_kib for r in runs) / 1024
-    return (
-        f"{name:<22} {wall:7.2f} s {size / wall / 1e6:8.0f} MB/s  x{curl_wall / wall:5.2f} curl"
-        f"  {cpu:5.2f} CPU-s/GiB  {rss:6.0f} MB RSS"
-    )
+    return probe_line(name, runs, size, curl_wall, width=22)
 
 
 def main() -> None:
