@@ -61,13 +61,14 @@ def _unnamed_file(directory: str) -> int:
     return fd
 
 
-def release(buf: object, start: int, end: int) -> None:
+def release(buf: object, start: int, end: int) -> int:
     """Unmap the whole pages of [start, end) of a SpoolMap from this process (their data
     stays in the file). Anything else is left alone: on anonymous memory it would
-    zero the data."""
-    if not isinstance(buf, SpoolMap):
-        return
+    zero the data. Returns where the next release of a growing range should start."""
     first = -(-start // _PAGE) * _PAGE
-    last = len(buf) if end >= len(buf) else end // _PAGE * _PAGE
-    if last > first:
-        buf.madvise(mmap.MADV_DONTNEED, first, last - first)
+    last = end // _PAGE * _PAGE
+    if isinstance(buf, SpoolMap):
+        last = len(buf) if end >= len(buf) else last
+        if last > first:
+            buf.madvise(mmap.MADV_DONTNEED, first, last - first)
+    return max(start, last)

@@ -80,8 +80,7 @@ def _read_full(fd: int, view: memoryview) -> tuple[int, int]:
         crc = crc32c(view[got : got + count], crc)
         got += count
         if got - released >= STEP:
-            spool.release(view.obj, released, got)
-            released = got - got % mmap.PAGESIZE
+            released = spool.release(view.obj, released, got)
     spool.release(view.obj, released, got)
     return got, crc
 

@@ -19,7 +19,6 @@ the same `translate` table as every other call.
 from __future__ import annotations
 
 import asyncio
-import mmap
 import re
 import ssl
 from collections.abc import Callable, Sequence
@@ -36,7 +35,6 @@ MAX_SPARE = 64  # recycled pieces kept for reuse (64 MiB at most)
 HEAD_LIMIT = 64 * 1024  # status line + headers
 ERROR_BODY_LIMIT = 64 * 1024  # an S3 error document is a few hundred bytes
 SMALL_BODY = 64 * 1024  # request bodies up to this go out in the same write as the head
-PAGE = mmap.PAGESIZE
 CHUNKED = -1  # a Sink's answer: receive a small chunked body (up to CHUNKED_LIMIT)
 CHUNKED_LIMIT = 1024 * 1024  # S3 sends chunked XML (CompleteMultipartUpload keeps alive)
 _CODE = re.compile(rb"<Code>([^<]{1,100})</Code>")
@@ -193,9 +191,7 @@ class _Protocol(asyncio.BufferedProtocol):
             self.activity += 1  # progress, for the idle timer
             while self.writable is not None and not self.writable.done() and not self.lost:
                 await self.writable
-            sent = written - transport.get_write_buffer_size()
-            release(body.obj, released, sent)
-            released = max(released, sent - sent % PAGE)
+            released = release(body.obj, released, written - transport.get_write_buffer_size())
 
     def sending(self) -> int:
         """Request bytes not yet handed to the kernel (progress for the idle timer)."""

@@ -106,10 +106,11 @@ class BufferBody(aiohttp.payload.Payload):
         if not isinstance(view.obj, SpoolMap):
             await writer.write(view)
             return
+        released = 0
         for at in range(0, len(view), STEP):  # a spooled part: never wholly in memory
             await writer.write(view[at : at + STEP])  # returns once mostly sent (drain)
-            release(view.obj, 0, at)
-        release(view.obj, 0, len(view))
+            released = release(view.obj, released, at)
+        release(view.obj, released, len(view))
 
 
 def user_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
