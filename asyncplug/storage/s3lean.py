@@ -312,18 +312,27 @@ def _small_sink(method: str) -> http1.Sink:
         if "chunked" in headers.get("transfer-encoding", "").lower():
             return http1.CHUNKED
         length = headers.get("content-length", "")
+        if not 200 <= response.status < 300:
+            return _error_body(response, length)
         if not length.isdigit():
             response.reusable = False  # the body ends when the server closes
-            if 200 <= response.status < 300:
-                raise http1.Unsupported("no Content-Length")
-            return 0
+            raise http1.Unsupported("no Content-Length")
         if int(length) > http1.ERROR_BODY_LIMIT:
-            if 200 <= response.status < 300:
-                raise http1.Unsupported("a large response to a small call")
-            response.reusable = False
-        return min(int(length), http1.ERROR_BODY_LIMIT)
+            raise http1.Unsupported("a large response to a small call")
+        return int(length)
 
     return sink
+
+
+def _error_body(response: http1.Response, length: str) -> int:
+    """Bytes of an error document to read (enough for its code). A connection whose body
+    is not read to the end is not kept."""
+    if not length.isdigit():
+        response.reusable = False
+        return 0
+    if int(length) > http1.ERROR_BODY_LIMIT:
+        response.reusable = False
+    return min(int(length), http1.ERROR_BODY_LIMIT)
 
 
 def _error_in(response: http1.Response) -> str | None:
@@ -352,15 +361,10 @@ def _range_sink(pos: int, end: int, what: str) -> http1.Sink:
             length = int(length_text)
             check_range(headers.get("content-range"), length, pos, end, what)
             return length
-        # An error: read the small XML document for its code; never keep a connection
-        # whose body we do not read to the end.
-        if chunked or length_text is None or not length_text.isdigit():
-            response.reusable = False
+        if chunked:
+            response.reusable = False  # an error body we do not read
             return 0
-        length = int(length_text)
-        if length > http1.ERROR_BODY_LIMIT:
-            response.reusable = False
-        return min(length, http1.ERROR_BODY_LIMIT)
+        return _error_body(response, length_text or "")
 
     return sink
 
