@@ -19,8 +19,7 @@ import itertools
 import struct
 from dataclasses import dataclass
 
-import crc32c as _crc
-
+from asyncplug.crc import crc32c as crc32c
 from asyncplug.errors import IntegrityError
 from asyncplug.pipeline.codecs import BY_IDENT, Codec
 
@@ -46,10 +45,6 @@ SIDECAR_SUFFIX = ".asyncplug-crc"  # whole-stream CRC32C of a multipart raw obje
 
 def sidecar_key(key: str) -> str:
     return key + SIDECAR_SUFFIX
-
-
-def crc32c(data: bytes | bytearray | memoryview, value: int = 0) -> int:
-    return int(_crc.crc32c(data, value))
 
 
 # CRC32C combination (zlib's crc32_combine for the Castagnoli polynomial): the CRC of

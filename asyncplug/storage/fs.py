@@ -14,15 +14,13 @@ import contextlib
 import errno
 import json
 import os
-import secrets
 import socket
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-import crc32c
-
 from asyncplug.config import Config
+from asyncplug.crc import crc32c as crc32c_of
 from asyncplug.errors import (
     AccessDenied,
     InputError,
@@ -84,13 +82,13 @@ def write_all(fd: int, data: Buffer, offset: int) -> None:
 
 
 def check_crc(data: Buffer, expected: int, what: str) -> None:
-    actual = crc32c.crc32c(data)
+    actual = crc32c_of(data)
     if actual != expected:
         raise IntegrityError(f"{what}: CRC32C is {actual:08x}, expected {expected:08x}")
 
 
 def temp_name(prefix: str, name: str) -> str:
-    return f"{prefix}{name}-{secrets.token_hex(6)}"
+    return f"{prefix}{name}-{os.urandom(6).hex()}"
 
 
 def write_meta(path: Path, metadata: Mapping[str, str] | None) -> None:
@@ -138,7 +136,7 @@ class FileUpload(Upload):
         actual = 0
         for at in range(0, len(view), STEP):  # a spooled part is read and released by STEP
             piece = view[at : at + STEP]
-            actual = crc32c.crc32c(piece, actual)
+            actual = crc32c_of(piece, actual)
             write_all(self._fd, piece, offset + at)
             release(view.obj, at, at + len(piece))
         if actual != crc:  # not recorded: complete() refuses the upload, abort() drops it

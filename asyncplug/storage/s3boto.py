@@ -35,7 +35,6 @@ import aiobotocore.session
 import aiohttp
 import aiohttp.payload
 import botocore.exceptions as bce
-import crc32c
 from aiobotocore.retries.standard import (
     AioRetryHandler,
     AioRetryPolicy,
@@ -47,6 +46,7 @@ from botocore.retries.quota import RetryQuota
 from botocore.retries.standard import ExponentialBackoff, RetryEventAdapter, RetryQuotaChecker
 
 from asyncplug.config import Config
+from asyncplug.crc import crc32c as crc32c_of
 from asyncplug.errors import InputError, ObjectNotFound, PluginError, StorageError
 from asyncplug.spool import STEP, SpoolMap, release
 from asyncplug.storage.base import Buffer, ObjectInfo, Storage, Upload
@@ -418,7 +418,7 @@ class BotoStorage(Storage):
             raise StorageError(f"{what}: the bucket does not exist") from exc
         if write:
             probe = f"{self.config.folder}/.asyncplug-probe-{socket.gethostname()}-{os.getpid()}"
-            await self.put(probe, _PROBE, crc32c.crc32c(_PROBE))
+            await self.put(probe, _PROBE, crc32c_of(_PROBE))
             await self.delete([probe])
 
     async def close(self) -> None:
