@@ -21,10 +21,8 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
-import json
 import logging
 import os
-import secrets
 import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -123,7 +121,7 @@ async def restore_path(storage: Storage, key: str, path: str, config: Config) ->
     info = await storage.stat(key)  # ObjectNotFound before any directory or file exists
     target = os.path.abspath(path)
     parent = os.path.dirname(target)
-    temp = os.path.join(parent, f".{os.path.basename(target)}.{secrets.token_hex(4)}.tmp")
+    temp = os.path.join(parent, f".{os.path.basename(target)}.{os.urandom(4).hex()}.tmp")
     try:
         os.makedirs(parent, exist_ok=True)
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
@@ -418,6 +416,8 @@ async def _recorded_crc(storage: Storage, info: ObjectInfo) -> tuple[int, int] |
                 # Copied without it. (S3 answers 403, not 404, for a missing key to a
                 # client without s3:ListBucket; the object itself was readable.)
                 return None
+            import json  # only here: a sidecar is the one JSON a restore reads
+
             record = json.loads(body)
             crc, size = record["crc32c"], record["size"]
         else:

@@ -24,7 +24,6 @@ import re
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from urllib.parse import urlsplit
-from xml.sax.saxutils import escape, unescape
 
 import botocore.exceptions as bce
 
@@ -187,6 +186,8 @@ class LeanS3:
         for view in response.body():
             found = _UPLOAD_ID.search(view)
             if found:
+                from xml.sax.saxutils import unescape  # here: restores never need it
+
                 return LeanUpload(self, key, unescape(found.group(1).decode("utf-8")))
         raise StorageError(f"{what}: no UploadId in the response")
 
@@ -259,6 +260,8 @@ class LeanUpload(Upload):
     async def complete(self) -> None:
         if not self._parts:  # S3 needs at least one part: an empty object has one empty part
             await self.put_part(1, 0, b"", 0)
+        from xml.sax.saxutils import escape
+
         body = "".join(
             f"<Part><PartNumber>{n}</PartNumber><ETag>{escape(etag)}</ETag>"
             f"<ChecksumCRC32C>{checksum}</ChecksumCRC32C></Part>"

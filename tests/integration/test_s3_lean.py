@@ -9,7 +9,7 @@ import random
 import ssl
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import crc32c
@@ -23,6 +23,7 @@ from asyncplug.storage import http1
 from asyncplug.storage.s3 import S3Storage
 from bench.seaweed import SeaweedServer
 from tests.conftest import s3_options
+from tests.integration.runner import make_plugin
 from tests.integration.test_s3_faults import Fault, FaultProxy
 
 KEY = "prod/cluster1/backups/20250101/20250101123456/gpbackup_0_20250101123456"
@@ -207,6 +208,43 @@ asyncio.run(main(json.loads(sys.argv[1])))
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "none"
+
+
+# Loaded only when needed: compression libraries, the crc32c package's version lookup
+# (importlib.metadata), proxy support, the multipart XML escaper and aiobotocore.
+NOT_AT_START = ("importlib.metadata", "zstandard", "lz4", "urllib.request", "xml", "aiobotocore")
+
+
+def test_raw_backup_and_restore_import_only_what_they_use(
+    seaweed: SeaweedServer, bucket: str, write_config: Callable[..., str], tmp_path: Path
+) -> None:
+    """Start-up is most of the cost of a small restore (one process per table without
+    --single-data-file): the real commands must not import what a raw stream never uses."""
+    plugin = make_plugin(s3_options(seaweed, bucket), write_config, tmp_path)
+    key = "/backups/20250101/20250101123456/gpbackup_0_20250101123456_16384"
+    data = bytes(range(256)) * 100
+    offsets = tmp_path / "offsets"
+    offsets.write_text("2 10 20 300 400")
+    runs = [("backup_data", key), ("restore_data", key), ("restore_data_subset", key, str(offsets))]
+    for command, *args in runs:
+        proc = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "asyncplug", command, plugin.config, *args],
+            input=data if command == "backup_data" else b"",
+            capture_output=True,
+            env=plugin.env,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        if command == "restore_data":
+            assert proc.stdout == data
+        imported = {
+            line.rsplit("|", 1)[1].strip()
+            for line in proc.stderr.decode().splitlines()
+            if line.startswith("import time:") and "|" in line
+        }
+        assert "asyncplug.pipeline.frames" in imported  # the parse found the imports
+        unwanted = sorted(m for m in imported if m.startswith(NOT_AT_START))
+        assert not unwanted, f"{command} imported {unwanted}"
 
 
 async def test_silent_server_times_out(seaweed: SeaweedServer, bucket: str) -> None:
