@@ -10,7 +10,9 @@ Starts a private SeaweedFS on loopback (telemetry off), stores a random object o
 - `asyncplug restore_data`, drained the same way (must hash like the source);
 - `asyncplug restore_data_subset` of 1% of the object in 20 spread ranges.
 Prints medians: MB/s, ratio to curl, plugin CPU-s/GiB and peak RSS (from os.wait4 of
-the child, via bench.procs), and how much faster the subset is than the whole.
+the child, via bench.procs), how much faster the subset is than the whole, and where
+the machine's CPU went during curl and restore_data (server, client, hashing reader):
+on a small machine the server's share decides how fast any client can go.
 --chunk/--concurrency set restore_multipart_chunksize/restore_max_concurrent_requests.
 """
 
@@ -23,6 +25,8 @@ import shutil
 import statistics
 import sys
 import tempfile
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -96,6 +100,32 @@ def line(name: str, runs: list[ChildRun], size: int, curl_wall: float) -> str:
     return probe_line(name, runs, size, curl_wall, width=22)
 
 
+@dataclass
+class Load:
+    """Where the machine's CPU went during runs: server, reader, and the runs themselves."""
+
+    runs: list[ChildRun] = field(default_factory=list)
+    server_s: list[float] = field(default_factory=list)
+    reader_s: list[float] = field(default_factory=list)
+
+    def run(self, server: SeaweedServer, argv: list[str], digest: str, what: str) -> ChildRun:
+        server_before, reader_before = server.cpu_seconds(), time.process_time()
+        run = check(run_child(argv, drain_stdout=True), digest, what)
+        self.server_s.append(server.cpu_seconds() - server_before)
+        self.reader_s.append(time.process_time() - reader_before)  # the hashing drain thread
+        self.runs.append(run)
+        return run
+
+    def summary(self, name: str) -> str:
+        client = statistics.median(r.cpu_s for r in self.runs)
+        server, reader = statistics.median(self.server_s), statistics.median(self.reader_s)
+        wall = statistics.median(r.wall_s for r in self.runs)
+        total = client + server + reader
+        return (f"{name:22s} server {server:.2f} + client {client:.2f} + reader {reader:.2f}"
+                f" = {total:.2f} CPU-s in {wall:.2f} s: {total / wall:.2f} of"
+                f" {os.cpu_count()} cores busy")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="1GiB")
@@ -135,13 +165,14 @@ def main() -> None:
             curl, "-sS", "--fail", "--aws-sigv4", "aws:amz:us-east-1:s3",
             "--user", f"{ACCESS_KEY}:{SECRET_KEY}", f"{server.endpoint}/{BUCKET}/{key}",
         ]  # fmt: skip
-        curls, wholes, subsets = [], [], []
+        curl_load, whole_load, subsets = Load(), Load(), []
         for _ in range(args.repeat):
-            curls.append(check(run_child(get, drain_stdout=True), digest, "curl"))
+            curl_load.run(server, get, digest, "curl")
             restore = [args.plugin, "restore_data", str(config), data_key]
-            wholes.append(check(run_child(restore, drain_stdout=True), digest, "restore_data"))
+            whole_load.run(server, restore, digest, "restore_data")
             subset = [args.plugin, "restore_data_subset", str(config), data_key, str(offsets)]
             subsets.append(check(run_child(subset, drain_stdout=True), subset_digest, "subset"))
+        curls, wholes = curl_load.runs, whole_load.runs
 
         inside = command_seconds(work / "log")
         curl_wall = statistics.median(r.wall_s for r in curls)
@@ -168,6 +199,9 @@ def main() -> None:
             inside.get("restore_data_subset") or [0.0]
         )
         print(f"process start-up (imports, S3 client) of a subset run: about {start:.2f} s")
+        print("CPU of the machine, medians (the server's from /proc; the reader is this process):")
+        print(curl_load.summary("  during curl GET"))
+        print(whole_load.summary("  during restore_data"))
 
 
 if __name__ == "__main__":

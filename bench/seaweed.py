@@ -113,6 +113,13 @@ class SeaweedServer:
                 time.sleep(0.2)
         return False
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the server has used so far, from /proc (Linux)."""
+        assert self._proc is not None, "not started"
+        stat = Path(f"/proc/{self._proc.pid}/stat").read_text()
+        fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state is fields[0]
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def create_bucket(self, name: str) -> None:
         client = self.client()
         try:
