@@ -10,7 +10,7 @@ exponential backoff and jitter, up to `Config.max_retries`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -29,6 +29,15 @@ class ObjectInfo:
     size: int
     # User metadata (lower-case names without the x-amz-meta- prefix); filled by stat only.
     metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HttpSource:
+    """An object's bytes over plain http, for restore's splice path (pipeline/splice.py)."""
+
+    host: str
+    port: int
+    request: Callable[[int, int, str | None], bytes]  # (start, end, etag) -> signed GET head
 
 
 class Upload(ABC):
@@ -104,6 +113,11 @@ class Storage(ABC):
     async def check_bucket(self, write: bool) -> None:
         """Fail fast with a message that says what to fix when the bucket/directory is not
         reachable, or (write=True) not writable: writes and deletes a small probe object."""
+
+    def http_source(self, key: str) -> HttpSource | None:
+        """How to GET `key` over plain http with our own sockets, or None (TLS, a proxy,
+        or a backend that is not S3)."""
+        return None
 
     def recycle(self, chunks: Sequence[Buffer]) -> None:  # noqa: B027 - optional hook
         """The caller is done with these get_range chunks and their views: the backend may

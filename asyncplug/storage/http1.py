@@ -340,6 +340,17 @@ class Target:
         return f"{self.scheme}://{self.netloc}{self.path.split('?', 1)[0]}"
 
 
+def request_head(
+    method: str, target: Target, extra_headers: str, body: memoryview | None = None
+) -> bytes:
+    """Request line and headers; extra_headers: "Name: value\\r\\n" lines (signature too)."""
+    length = f"Content-Length: {body.nbytes}\r\n" if body is not None else ""
+    return (
+        f"{method} {target.path} HTTP/1.1\r\nHost: {target.netloc}\r\n{extra_headers}"
+        f"{length}User-Agent: asyncplug\r\nAccept-Encoding: identity\r\n\r\n"
+    ).encode("latin-1")
+
+
 class Pool:
     """Keep-alive connections per (host, port, tls), at most `size` open at once."""
 
@@ -380,11 +391,7 @@ class Pool:
         reused connection that fails before any response byte is sent again once on a
         new connection (the server may have closed an idle one).
         """
-        length = f"Content-Length: {body.nbytes}\r\n" if body is not None else ""
-        head = (
-            f"{method} {target.path} HTTP/1.1\r\nHost: {target.netloc}\r\n{extra_headers}"
-            f"{length}User-Agent: asyncplug\r\nAccept-Encoding: identity\r\n\r\n"
-        ).encode("latin-1")
+        head = request_head(method, target, extra_headers, body)
         await self._slots.acquire()
         try:
             while True:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from asyncplug.config import Config
 from asyncplug.errors import InputError
-from asyncplug.storage.base import Buffer, ObjectInfo, Storage, Upload
+from asyncplug.storage.base import Buffer, HttpSource, ObjectInfo, Storage, Upload
 from asyncplug.storage.s3common import MAPPINGS, crc_header, endpoint_settings, mapping_for
 from asyncplug.storage.s3common import translate as translate
 from asyncplug.storage.s3lean import LeanS3, static_credentials
@@ -102,6 +102,9 @@ class S3Storage(Storage):
         if self.lean is None:
             return await self.boto().stat(key)
         return await self.lean.stat(key, f"stat {self.where(key)}")
+
+    def http_source(self, key: str) -> HttpSource | None:
+        return self.lean.http_source(key) if self.lean is not None else None
 
     def recycle(self, chunks: Sequence[Buffer]) -> None:
         if self.lean is not None:

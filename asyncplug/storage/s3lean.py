@@ -30,7 +30,7 @@ import botocore.exceptions as bce
 from asyncplug.config import Config
 from asyncplug.errors import ObjectNotFound, StorageError
 from asyncplug.storage import http1
-from asyncplug.storage.base import Buffer, ObjectInfo, Upload
+from asyncplug.storage.base import Buffer, HttpSource, ObjectInfo, Upload
 from asyncplug.storage.retry import backoff
 from asyncplug.storage.s3common import (
     after_attempt,
@@ -155,6 +155,21 @@ class LeanS3:
                     raise translate(failure, what) from failure
                 raise translate(failure, f"{what} (after {failures} attempts)") from failure
             await backoff(failures)
+
+    def http_source(self, key: str) -> HttpSource | None:
+        """Signed GETs of `key` for restore's splice path; None over https (a TLS body is
+        decrypted in user space, so there is nothing to splice)."""
+        if self.scheme != "http":
+            return None
+        target, path = self._target(key, "")
+
+        def request(start: int, end: int, etag: str | None) -> bytes:
+            headers = {"range": f"bytes={start}-{end - 1}"}
+            if etag:
+                headers["if-match"] = etag
+            return http1.request_head("GET", target, self._headers("GET", path, "", headers))
+
+        return HttpSource(self.host, self.port, request)
 
     # --- the calls ---------------------------------------------------------------------
 
