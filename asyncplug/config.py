@@ -150,6 +150,7 @@ class Config:
     # larger ranges; 12 MiB x (4 + 1) keeps a compressed restore under 150 MB RSS too.
     restore_max_concurrent_requests: int = 4
     restore_multipart_chunksize: int = 12 * MiB
+    restore_splice: bool = True  # pipeline/splice.py: whole raw restores over plain http
     max_retries: int = 8
     request_timeout: float = 120.0
     # compression (backup side only: restore reads the format from the object)
@@ -194,6 +195,7 @@ OPTIONS: Mapping[str, Callable[[object, str], Any]] = {
     "backup_queue_depth": parse_count,
     "restore_max_concurrent_requests": parse_count,
     "restore_multipart_chunksize": parse_size,
+    "restore_splice": parse_switch,
     "max_retries": lambda v, n: parse_count(v, n, 0, 100),
     "request_timeout": parse_seconds,
     "compression": parse_choice(COMPRESSIONS),

@@ -6,6 +6,10 @@
     plan ─► fetches within a byte budget (chunk × (concurrency + 1)) ─► decode pool (compressed)
          ─► FdWriter thread: writev to stdout, or pwritev into a temp file
 
+A whole restore of a raw object into a pipe over plain http first takes splice.py's
+fast path (socket -> stdout without copies); whatever that leaves, it hands over to the
+regular path above at the first byte it did not write.
+
 Memory: the fetches held (compressed: their compressed plus decoded bytes) stay within
 `restore_multipart_chunksize * (restore_max_concurrent_requests + 1)`, give or take one
 frame larger than the chunk size; at most `restore_max_concurrent_requests` GETs run.
@@ -37,7 +41,7 @@ from asyncplug.errors import (
     PluginError,
 )
 from asyncplug.offsets import Range, check_ranges
-from asyncplug.pipeline import frames
+from asyncplug.pipeline import frames, splice
 from asyncplug.pipeline.ranges import Fetch, Plan, plan_frames, plan_raw
 from asyncplug.pipeline.writer import IOV_MAX, FdWriter
 from asyncplug.storage.base import Buffer, ObjectInfo, Storage
@@ -171,6 +175,8 @@ class _Restore:
         self.chunk = config.restore_multipart_chunksize
         self.concurrency = config.restore_max_concurrent_requests
         self.workers = config.compression_workers
+        self.timeout = config.request_timeout
+        self.use_splice = config.restore_splice
         self.requests = asyncio.Semaphore(self.concurrency)
         self.budget = self.chunk * (self.concurrency + 1)  # the formula in Config's docstring
         self.running: list[asyncio.Future[Any]] = []  # reaped when the restore ends
@@ -184,14 +190,21 @@ class _Restore:
         marked = self.info.metadata.get(frames.META_FORMAT)
         framed = marked == frames.FORMAT_FRAMED
         self.marked_raw = marked == frames.FORMAT_RAW
+        record = None
+        if whole and self.size and not framed:
+            record = asyncio.create_task(_recorded_crc(self.storage, self.info))
+            self.running = [record]
+        if record is not None and self.marked_raw:
+            done = await self.splice(record)  # the fast path, when it applies
+            if done == self.size:
+                _check_crc(self.key, await record, self.writer)
+                return done
+            wanted = [(done, self.size)]  # the regular path carries on from there
         plan = plan_raw(wanted, self.chunk, self.concurrency) if _fits(wanted, self.size) else None
         tasks: dict[int, asyncio.Task[_Data]] = {}
         if plan is not None and not framed:
             for number, fetch in enumerate(plan.fetches[: self.concurrency]):
                 tasks[number] = asyncio.create_task(self.fetch_raw(fetch))
-        record = None
-        if whole and self.size and not framed:
-            record = asyncio.create_task(_recorded_crc(self.storage, self.info))
         self.running = [*tasks.values(), *([record] if record else [])]
 
         # backup_data marked it raw: no tail to probe (a GET, and a request slot, saved).
@@ -208,6 +221,23 @@ class _Restore:
         wanted = [(0, index.raw_size)] if whole else wanted
         check_ranges(wanted, index.raw_size)
         return await self.framed(wanted, index)
+
+    async def splice(self, record: asyncio.Task[tuple[int, int] | None]) -> int:
+        """Write what splice.py's fast path can of a whole raw restore; returns the bytes
+        written (0 when it does not apply: restore_splice off, not a pipe, not plain http)."""
+        source = self.storage.http_source(self.key) if self.use_splice else None
+        if source is None or not splice.usable(self.writer.fd):
+            return 0
+        recorded = await record
+        _check_size(self.key, recorded, self.size)  # before a byte is written
+        splicer = splice.Splicer(
+            source, self.writer.fd, self.chunk, self.concurrency, self.timeout, recorded is not None
+        )
+        try:
+            return await splice.in_thread(lambda: splicer.run(0, self.size))
+        finally:
+            splicer.stopped.set()
+            self.writer.crc, self.writer.written = splicer.crc, splicer.position
 
     async def read_tail(
         self, plan: Plan | None, tasks: dict[int, asyncio.Task[_Data]]

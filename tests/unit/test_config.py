@@ -30,6 +30,7 @@ EVERY_OPTION: dict[str, tuple[Any, Any]] = {
     "backup_queue_depth": (3, 3),
     "restore_max_concurrent_requests": (4, 4),
     "restore_multipart_chunksize": ("64MiB", 64 * MiB),
+    "restore_splice": ("off", False),
     "max_retries": (0, 0),
     "request_timeout": ("30", 30.0),
     "compression": ("zstd", "zstd"),

@@ -1,0 +1,209 @@
+"""restore_data's splice path (pipeline/splice.py) against SeaweedFS, through the fault proxy.
+
+Every test restores a raw object as backup_data marks it into a real pipe, so the fast
+path runs; a fault makes it hand over to the regular path at the first byte it did not
+write, and the output must still be the object, byte for byte.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+
+from asyncplug.config import build_config
+from asyncplug.crc import crc32c
+from asyncplug.errors import IntegrityError, Interrupted
+from asyncplug.pipeline import frames
+from asyncplug.pipeline.restore import restore_stream
+from asyncplug.storage.s3 import S3Storage
+from bench.seaweed import SeaweedServer
+from tests.conftest import s3_options
+from tests.integration.test_s3_faults import Fault, FaultProxy
+
+KEY = "prod/backups/20250101/20250101123456/gpbackup_0_20250101123456"
+CHUNK = 256 * 1024
+DATA = random.Random(7).randbytes(5 * CHUNK + 12_345)  # six GETs, the last one short
+
+
+@pytest.fixture
+async def proxy(seaweed: SeaweedServer) -> AsyncIterator[FaultProxy]:
+    server = await FaultProxy(seaweed.endpoint).start()
+    yield server
+    await server.stop()
+
+
+def options(seaweed: SeaweedServer, bucket: str, proxy: FaultProxy) -> dict[str, object]:
+    return s3_options(
+        seaweed,
+        bucket,
+        endpoint=proxy.endpoint,
+        max_retries=2,
+        restore_multipart_chunksize=CHUNK,
+        restore_max_concurrent_requests=3,
+    )
+
+
+async def store(storage: S3Storage, data: bytes, crc: int | None = None) -> None:
+    metadata = {
+        frames.META_FORMAT: frames.FORMAT_RAW,
+        frames.META_CRC: f"{crc32c(data) if crc is None else crc:08x}",
+        frames.META_SIZE: str(len(data)),
+    }
+    await storage.put(KEY, data, crc32c(data), metadata)
+
+
+async def restore_to_pipe(storage: S3Storage, config_options: dict[str, object]) -> bytes:
+    """restore_stream into a real pipe, drained by a thread; returns what came out."""
+    read_fd, write_fd = os.pipe()
+    out = bytearray()
+
+    def drain() -> None:
+        while chunk := os.read(read_fd, 1 << 20):
+            out.extend(chunk)
+        os.close(read_fd)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    try:
+        await restore_stream(storage, KEY, write_fd, build_config(config_options))
+    finally:
+        os.close(write_fd)
+        await asyncio.to_thread(reader.join)
+    return bytes(out)
+
+
+def data_gets(proxy: FaultProxy) -> list[str]:
+    return [h.get("Range", "") for m, _, h in proxy.seen if m == "GET"]
+
+
+async def test_whole_object_is_spliced_in_chunk_gets(
+    seaweed: SeaweedServer, bucket: str, proxy: FaultProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    opts = options(seaweed, bucket, proxy)
+    async with S3Storage(build_config(opts)) as storage:
+        await store(storage, DATA)
+        proxy.seen.clear()
+        with caplog.at_level(logging.DEBUG, logger="asyncplug.pipeline.splice"):
+            assert await restore_to_pipe(storage, opts) == DATA
+    starts = [int(r.split("=")[1].split("-")[0]) for r in data_gets(proxy)]
+    assert starts == list(range(0, len(DATA), CHUNK))  # one GET a chunk, nothing read twice
+    assert f"spliced {len(DATA)} bytes" in caplog.text
+    # After the first response, every GET is pinned to the object it started reading.
+    assert all(h.get("If-Match") for m, _, h in proxy.seen[-3:] if m == "GET")
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault("GET", "cut"),
+        Fault("GET", "reset"),
+        Fault("GET", "status", 500, "InternalError"),
+        Fault("GET", "status", 503, "SlowDown"),
+    ],
+    ids=["cut", "reset", "500", "503"],
+)
+async def test_a_fault_hands_over_to_the_regular_path_at_the_exact_byte(
+    seaweed: SeaweedServer,
+    bucket: str,
+    proxy: FaultProxy,
+    fault: Fault,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    opts = options(seaweed, bucket, proxy)
+    async with S3Storage(build_config(opts)) as storage:
+        await store(storage, DATA)
+        proxy.seen.clear()
+        proxy.faults = [fault]
+        with caplog.at_level(logging.DEBUG, logger="asyncplug.pipeline.splice"):
+            assert await restore_to_pipe(storage, opts) == DATA
+    assert "splice path stopped at byte" in caplog.text
+    assert not proxy.faults
+
+
+@dataclass
+class FourthGetCut(FaultProxy):
+    """Cuts the body of the fourth GET it sees, after three chunks went out whole."""
+
+    gets: int = 0
+
+    def _take(self, method: str, body: int = 0) -> Fault | None:
+        if method != "GET":
+            return None
+        self.gets += 1
+        return Fault("GET", "cut") if self.gets == 4 else None
+
+
+async def test_a_cut_in_a_later_chunk_resumes_where_the_splice_stopped(
+    seaweed: SeaweedServer, bucket: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    proxy = await FourthGetCut(seaweed.endpoint).start()
+    try:
+        opts = options(seaweed, bucket, proxy)
+        async with S3Storage(build_config(opts)) as storage:
+            await store(storage, DATA)
+            proxy.seen.clear()
+            with caplog.at_level(logging.DEBUG, logger="asyncplug.pipeline.splice"):
+                assert await restore_to_pipe(storage, opts) == DATA
+    finally:
+        await proxy.stop()
+    # The fourth GET is chunk 3 (three go out at once, the next when the first is done);
+    # the proxy sends half of its body, then the regular path GETs from that byte on.
+    cut = 3 * CHUNK + CHUNK // 2
+    assert f"splice path stopped at byte {cut} " in caplog.text
+    assert any(r.startswith(f"bytes={cut}-") for r in data_gets(proxy))
+
+
+async def test_wrong_recorded_crc_is_detected(
+    seaweed: SeaweedServer, bucket: str, proxy: FaultProxy
+) -> None:
+    opts = options(seaweed, bucket, proxy)
+    async with S3Storage(build_config(opts)) as storage:
+        await store(storage, DATA, crc=crc32c(DATA) ^ 1)
+        with pytest.raises(IntegrityError, match="does not match the recorded"):
+            await restore_to_pipe(storage, opts)
+
+
+async def test_reader_going_away_stops_the_restore(
+    seaweed: SeaweedServer, bucket: str, proxy: FaultProxy
+) -> None:
+    opts = options(seaweed, bucket, proxy)
+    async with S3Storage(build_config(opts)) as storage:
+        await store(storage, DATA)
+        read_fd, write_fd = os.pipe()
+        os.close(read_fd)  # the reader is gone before the first byte
+        try:
+            with pytest.raises(Interrupted, match="stdout closed by the reader"):
+                await restore_stream(storage, KEY, write_fd, build_config(opts))
+        finally:
+            os.close(write_fd)
+
+
+async def test_https_and_files_take_the_regular_path(seaweed: SeaweedServer, bucket: str) -> None:
+    tls = s3_options(seaweed, bucket, endpoint="https://127.0.0.1:9")
+    async with S3Storage(build_config(tls)) as storage:
+        assert storage.http_source(KEY) is None
+    plain = s3_options(seaweed, bucket)
+    async with S3Storage(build_config(plain)) as storage:
+        source = storage.http_source(KEY)
+        assert source is not None and source.port == seaweed.s3_port
+        head = source.request(0, 10, '"etag"').decode("latin-1")
+        assert head.startswith("GET /") and "range: bytes=0-9\r\n" in head.lower()
+        assert 'if-match: "etag"\r\n' in head.lower()
+
+
+async def test_restore_splice_off_keeps_the_regular_path(
+    seaweed: SeaweedServer, bucket: str, proxy: FaultProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    opts = {**options(seaweed, bucket, proxy), "restore_splice": "off"}
+    async with S3Storage(build_config(opts)) as storage:
+        await store(storage, DATA)
+        with caplog.at_level(logging.DEBUG, logger="asyncplug.pipeline"):
+            assert await restore_to_pipe(storage, opts) == DATA
+    assert "spliced" not in caplog.text and "restore of" in caplog.text
