@@ -3,6 +3,7 @@
 Usage:
     .venv/bin/python -m bench.restore_probe [--size 1GiB] [--repeat 3]
         [--chunk 12MiB] [--concurrency 4] [--plugin .venv/bin/asyncplug]
+        [--set NAME=VALUE ...]
 
 Starts a private SeaweedFS on loopback (telemetry off), stores a random object of
 --size with the plugin's own backup_data, then, --repeat times in alternation:
@@ -59,14 +60,19 @@ def spread_ranges(size: int) -> list[tuple[int, int]]:
     return [(i * step + step // 3, i * step + step // 3 + length) for i in range(SUBSET_RANGES)]
 
 
-def write_config(path: Path, server: SeaweedServer, chunk: int, concurrency: int) -> None:
-    options = {
+def write_config(
+    path: Path, server: SeaweedServer, chunk: int, concurrency: int, extra: list[str]
+) -> None:
+    options: dict[str, object] = {
         **server.plugin_options(BUCKET, FOLDER),
         "restore_multipart_chunksize": chunk,
         "restore_max_concurrent_requests": concurrency,
         "log_dir": str(path.parent / "log"),
         "log_level": "debug",  # restore.py logs its own time from stat to the last byte
     }
+    for setting in extra:  # --set NAME=VALUE
+        name, _, value = setting.partition("=")
+        options[name] = value
     path.write_text(yaml.safe_dump({"executablepath": "asyncplug", "options": options}))
 
 
@@ -133,6 +139,8 @@ def main() -> None:
     parser.add_argument("--chunk", default=None, help="default: the plugin's default")
     parser.add_argument("--concurrency", type=int, default=None)
     parser.add_argument("--plugin", default=str(Path(sys.executable).parent / "asyncplug"))
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="another plugin option, e.g. restore_splice=off")  # fmt: skip
     args = parser.parse_args()
     size = parse_size(args.size, "--size")
     chunk = parse_size(args.chunk, "--chunk") if args.chunk else Config.restore_multipart_chunksize
@@ -142,7 +150,7 @@ def main() -> None:
         work = Path(tmp)
         server.create_bucket(BUCKET)
         config = work / "plugin.yaml"
-        write_config(config, server, chunk, concurrency)
+        write_config(config, server, chunk, concurrency, args.set)
         source = work / "source.bin"
         make_source(source, size)
         digest, _ = digest_file(str(source))
