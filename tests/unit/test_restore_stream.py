@@ -7,6 +7,7 @@ import fcntl
 import os
 import tempfile
 import threading
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -14,8 +15,9 @@ from hypothesis import strategies as st
 
 from asyncplug.config import Config
 from asyncplug.errors import InputError
+from asyncplug.pipeline import restore as restore_module
 from asyncplug.pipeline.codecs import CODECS
-from asyncplug.pipeline.restore import restore_stream
+from asyncplug.pipeline.restore import restore_path, restore_stream
 from tests.restore_support import MemoryStorage, compressed, crc_metadata
 
 F_GETPIPE_SZ = 1032  # Linux
@@ -195,3 +197,33 @@ def test_only_unmarked_objects_get_their_tail_probed(marked: bool) -> None:
     assert out == raw[10:20] + raw[5000:9000] and count == len(out)
     tail_gets = [g for g in store.gets if g[2] == len(raw)]
     assert (tail_gets == []) is marked
+
+
+@pytest.mark.parametrize("codec", FORMATS)
+def test_a_long_range_is_planned_a_window_at_a_time(
+    codec: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A whole 5 TiB restore must not plan 437k GETs up front: each plan covers a window."""
+    monkeypatch.setattr(restore_module, "WINDOW_GETS", 2)
+    planned: list[int] = []
+    for name in ("plan_raw", "plan_frames"):
+        real = getattr(restore_module, name)
+
+        def recording(*args: Any, _real: Any = real, **kwargs: Any) -> Any:
+            plan = _real(*args, **kwargs)
+            planned.append(plan.output_size)
+            return plan
+
+        monkeypatch.setattr(restore_module, name, recording)
+    raw = text(25_000)
+    assert restore(stored(raw, codec), None) == (len(raw), raw)
+    assert len(planned) >= 5 and max(planned) <= 2 * CONFIG.restore_multipart_chunksize
+    planned.clear()
+    assert restore(stored(raw, codec), [(100, 24_000)])[1] == raw[100:24_000]
+    assert len(planned) >= 4 and max(planned) <= 2 * CONFIG.restore_multipart_chunksize
+    # restore_file writes each window at its own offset.
+    with tempfile.TemporaryDirectory() as tmp:
+        target = os.path.join(tmp, "restored")
+        assert asyncio.run(restore_path(stored(raw, codec), KEY, target, CONFIG)) == len(raw)
+        with open(target, "rb") as restored:
+            assert restored.read() == raw
