@@ -194,16 +194,16 @@ class _Restore:
         marked = self.info.metadata.get(frames.META_FORMAT)
         framed = marked == frames.FORMAT_FRAMED
         self.marked_raw = marked == frames.FORMAT_RAW
-        record = None
+        record, spliced = None, 0
         if whole and self.size and not framed:
             record = asyncio.create_task(_recorded_crc(self.storage, self.info))
             self.running = [record]
         if record is not None and self.marked_raw:
-            done = await self.splice(record)  # the fast path, when it applies
-            if done == self.size:
+            spliced = await self.splice(record)  # the fast path, when it applies
+            if spliced == self.size:
                 _check_crc(self.key, await record, self.writer)
-                return done
-            wanted = [(done, self.size)]  # the regular path carries on from there
+                return spliced
+            wanted = [(spliced, self.size)]  # the regular path carries on from there
         windows = _windows(wanted, self.chunk)
         fits = _fits(wanted, self.size)
         plan = plan_raw(windows[0], self.chunk, self.concurrency) if fits else None
@@ -221,7 +221,7 @@ class _Restore:
         if trailer is None:
             check_ranges(wanted, self.size)
             assert plan is not None  # _fits held, since check_ranges passed
-            return await self.raw(windows, plan, tasks, record)
+            return spliced + await self.raw(windows, plan, tasks, record)
         await _reap(self.running)
         index = await self.read_index(trailer, tail, tail_start)
         wanted = [(0, index.raw_size)] if whole else wanted

@@ -72,10 +72,11 @@ async def restore_to_pipe(storage: S3Storage, config_options: dict[str, object])
     reader = threading.Thread(target=drain)
     reader.start()
     try:
-        await restore_stream(storage, KEY, write_fd, build_config(config_options))
+        count = await restore_stream(storage, KEY, write_fd, build_config(config_options))
     finally:
         os.close(write_fd)
         await asyncio.to_thread(reader.join)
+    assert count == len(out)
     return bytes(out)
 
 
