@@ -291,16 +291,7 @@ class _Restore:
             self.running = []  # from here _run owns the tasks, and frees each after its use
             _log_plan(self.key, "raw", window, plan)
             try:
-                written += await _run(
-                    plan,
-                    self.fetch_raw,
-                    self.writer,
-                    self.budget,
-                    self.chunk,
-                    tasks,
-                    self.storage,
-                    written,
-                )
+                written += await self.write(plan, self.fetch_raw, tasks, written)
             finally:
                 self.running = list(tasks.values())
         _check_crc(self.key, recorded, self.writer)
@@ -322,19 +313,17 @@ class _Restore:
                 _log_plan(self.key, f"{index.codec.name} compressed", window, plan)
                 tasks: dict[int, asyncio.Task[_Data]] = {}
                 try:
-                    written += await _run(
-                        plan,
-                        fetch_frames,
-                        self.writer,
-                        self.budget,
-                        self.chunk,
-                        tasks,
-                        self.storage,
-                        written,
-                    )
+                    written += await self.write(plan, fetch_frames, tasks, written)
                 finally:
                     await _reap(tasks.values())  # before the pool shuts down
         return written
+
+    async def write(
+        self, plan: Plan, fetch: Fetcher, tasks: dict[int, asyncio.Task[_Data]], start: int
+    ) -> int:
+        """One window's plan, fetched and written from output offset `start` (_run)."""
+        storage = self.storage
+        return await _run(plan, fetch, self.writer, self.budget, self.chunk, tasks, storage, start)
 
     async def get(self, fetch: Fetch) -> list[Buffer]:
         async with self.requests:

@@ -80,6 +80,23 @@ async def restore_to_pipe(storage: S3Storage, config_options: dict[str, object])
     return bytes(out)
 
 
+async def round_trip(
+    seaweed: SeaweedServer,
+    bucket: str,
+    proxy: FaultProxy,
+    caplog: pytest.LogCaptureFixture,
+    **extra: object,
+) -> None:
+    """Store DATA as backup_data marks it, restore it into a pipe: the same bytes come out.
+    The proxy's log holds the restore's requests only; caplog the restore's debug lines."""
+    opts = {**options(seaweed, bucket, proxy), **extra}
+    async with S3Storage(build_config(opts)) as storage:
+        await store(storage, DATA)
+        proxy.seen.clear()
+        with caplog.at_level(logging.DEBUG, logger="asyncplug.pipeline"):
+            assert await restore_to_pipe(storage, opts) == DATA
+
+
 def data_gets(proxy: FaultProxy) -> list[str]:
     return [h.get("Range", "") for m, _, h in proxy.seen if m == "GET"]
 
@@ -87,12 +104,7 @@ def data_gets(proxy: FaultProxy) -> list[str]:
 async def test_whole_object_is_spliced_in_chunk_gets(
     seaweed: SeaweedServer, bucket: str, proxy: FaultProxy, caplog: pytest.LogCaptureFixture
 ) -> None:
-    opts = options(seaweed, bucket, proxy)
-    async with S3Storage(build_config(opts)) as storage:
-        await store(storage, DATA)
-        proxy.seen.clear()
-        with caplog.at_level(logging.DEBUG, logger="asyncplug.pipeline.splice"):
-            assert await restore_to_pipe(storage, opts) == DATA
+    await round_trip(seaweed, bucket, proxy, caplog)
     starts = [int(r.split("=")[1].split("-")[0]) for r in data_gets(proxy)]
     assert starts == list(range(0, len(DATA), CHUNK))  # one GET a chunk, nothing read twice
     assert f"spliced {len(DATA)} bytes" in caplog.text
@@ -117,13 +129,8 @@ async def test_a_fault_hands_over_to_the_regular_path_at_the_exact_byte(
     fault: Fault,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    opts = options(seaweed, bucket, proxy)
-    async with S3Storage(build_config(opts)) as storage:
-        await store(storage, DATA)
-        proxy.seen.clear()
-        proxy.faults = [fault]
-        with caplog.at_level(logging.DEBUG, logger="asyncplug.pipeline.splice"):
-            assert await restore_to_pipe(storage, opts) == DATA
+    proxy.faults = [fault]
+    await round_trip(seaweed, bucket, proxy, caplog)
     assert "splice path stopped at byte" in caplog.text
     assert not proxy.faults
 
@@ -146,12 +153,7 @@ async def test_a_cut_in_a_later_chunk_resumes_where_the_splice_stopped(
 ) -> None:
     proxy = await FourthGetCut(seaweed.endpoint).start()
     try:
-        opts = options(seaweed, bucket, proxy)
-        async with S3Storage(build_config(opts)) as storage:
-            await store(storage, DATA)
-            proxy.seen.clear()
-            with caplog.at_level(logging.DEBUG, logger="asyncplug.pipeline.splice"):
-                assert await restore_to_pipe(storage, opts) == DATA
+        await round_trip(seaweed, bucket, proxy, caplog)
     finally:
         await proxy.stop()
     # The fourth GET is chunk 3 (three go out at once, the next when the first is done);
@@ -202,9 +204,5 @@ async def test_https_and_files_take_the_regular_path(seaweed: SeaweedServer, buc
 async def test_restore_splice_off_keeps_the_regular_path(
     seaweed: SeaweedServer, bucket: str, proxy: FaultProxy, caplog: pytest.LogCaptureFixture
 ) -> None:
-    opts = {**options(seaweed, bucket, proxy), "restore_splice": "off"}
-    async with S3Storage(build_config(opts)) as storage:
-        await store(storage, DATA)
-        with caplog.at_level(logging.DEBUG, logger="asyncplug.pipeline"):
-            assert await restore_to_pipe(storage, opts) == DATA
+    await round_trip(seaweed, bucket, proxy, caplog, restore_splice="off")
     assert "spliced" not in caplog.text and "restore of" in caplog.text
