@@ -128,7 +128,6 @@ class Splicer:
             if conn is not None:
                 conn.close()
             conn = _Connection(self.source, self.timeout)
-        conn.fetch = fetch
         try:
             conn.sock.settimeout(self.timeout)
             conn.sock.sendall(self.source.request(fetch[0], fetch[1], self._etag))
@@ -193,19 +192,25 @@ class _Connection:
         except OSError as exc:
             raise Stop(f"connecting to {source.host}:{source.port}: {exc}") from exc
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.pipe_r, self.pipe_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            self.pipe_r, self.pipe_w = os.pipe2(os.O_CLOEXEC)
+        except OSError as exc:  # e.g. out of file descriptors
+            self.sock.close()
+            raise Stop(f"no pipe: {exc}") from exc
         grow_pipe(self.pipe_w)  # past the user's pipe quota it stays small: more rounds
-        self.fetch = (0, 0)
         self.status = 0
         self.headers: dict[str, str] = {}
         self.reusable = False
         self._head = bytearray(HEAD_LIMIT)
 
     def close(self) -> None:
+        """Idempotent: a second close must not hit fd numbers reused by then."""
         self.sock.close()
         for fd in (self.pipe_r, self.pipe_w):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.pipe_r = self.pipe_w = -1
 
     def read_head(self, stopped: threading.Event) -> memoryview:
         """Parse the status line and headers; returns body bytes received with them."""
