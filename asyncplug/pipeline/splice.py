@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import fcntl
 import logging
 import os
 import select
@@ -42,6 +43,7 @@ from asyncplug.storage.base import HttpSource
 log = logging.getLogger(__name__)
 
 HEAD_LIMIT = 64 * 1024  # status line and headers of one response
+MIN_PIPE = 64 * 1024  # the default pipe size: below it, the regular path is cheaper
 POLL_SLICE = 1.0  # seconds: how often a wait looks at the stop flag
 T = TypeVar("T")
 
@@ -88,10 +90,23 @@ class Splicer:
         self.stopped = threading.Event()  # set by the restore when it gives up
         self._scratch = memoryview(bytearray(PIPE_SIZE))
         self._etag: str | None = None
+        self._pipe = (-1, -1)  # (read end, write end), made by run()
 
     def run(self, start: int, end: int) -> int:
         """Write [start, end); returns the position reached (== end unless it stopped)."""
         self.position = start
+        try:
+            self._pipe = _own_pipe()
+        except Stop as exc:
+            log.debug("splice path not taken: %s", exc)
+            return start
+        try:
+            return self._run(start, end)
+        finally:
+            for fd in self._pipe:
+                os.close(fd)
+
+    def _run(self, start: int, end: int) -> int:
         count = -(-(end - start) // self.chunk)  # GETs; computed, not listed (5 TiB: 440k)
 
         def fetch(number: int) -> tuple[int, int]:
@@ -156,8 +171,8 @@ class Splicer:
             self._write(body)
             left -= len(body)
         while left:
-            moved = conn.splice(min(left, PIPE_SIZE), self.stopped)
-            self._drain(conn.pipe_r, moved)
+            moved = conn.splice(self._pipe[1], min(left, PIPE_SIZE), self.stopped)
+            self._drain(self._pipe[0], moved)
             left -= moved
 
     def _write(self, data: memoryview) -> None:
@@ -183,7 +198,7 @@ class Splicer:
 
 
 class _Connection:
-    """One keep-alive connection and its private pipe."""
+    """One keep-alive connection (the bodies go through the Splicer's one private pipe)."""
 
     def __init__(self, source: HttpSource, timeout: float) -> None:
         self.timeout = timeout
@@ -192,25 +207,13 @@ class _Connection:
         except OSError as exc:
             raise Stop(f"connecting to {source.host}:{source.port}: {exc}") from exc
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        try:
-            self.pipe_r, self.pipe_w = os.pipe2(os.O_CLOEXEC)
-        except OSError as exc:  # e.g. out of file descriptors
-            self.sock.close()
-            raise Stop(f"no pipe: {exc}") from exc
-        grow_pipe(self.pipe_w)  # past the user's pipe quota it stays small: more rounds
         self.status = 0
         self.headers: dict[str, str] = {}
         self.reusable = False
         self._head = bytearray(HEAD_LIMIT)
 
     def close(self) -> None:
-        """Idempotent: a second close must not hit fd numbers reused by then."""
-        self.sock.close()
-        for fd in (self.pipe_r, self.pipe_w):
-            if fd >= 0:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-        self.pipe_r = self.pipe_w = -1
+        self.sock.close()  # a second close does nothing
 
     def read_head(self, stopped: threading.Event) -> memoryview:
         """Parse the status line and headers; returns body bytes received with them."""
@@ -245,12 +248,12 @@ class _Connection:
         )
         return view[end + 4 : filled]
 
-    def splice(self, count: int, stopped: threading.Event) -> int:
-        """Up to `count` body bytes from the socket into the (empty) private pipe."""
+    def splice(self, pipe: int, count: int, stopped: threading.Event) -> int:
+        """Up to `count` body bytes from the socket into the (empty) private `pipe`."""
         flags = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
         while True:
             try:
-                moved = os.splice(self.sock.fileno(), self.pipe_w, count, flags=flags)
+                moved = os.splice(self.sock.fileno(), pipe, count, flags=flags)
             except BlockingIOError:
                 self._wait(stopped)
                 continue
@@ -272,6 +275,24 @@ class _Connection:
                 raise Stop("the restore stopped")
             if waited >= self.timeout:
                 raise Stop(f"no data for {self.timeout:g} s")
+
+
+def _own_pipe() -> tuple[int, int]:
+    """The private pipe, PIPE_SIZE when the kernel allows. Refused (Stop) below MIN_PIPE:
+    past the user's pipe quota (pipe-user-pages-soft: 64 MiB for all of a user's pipes,
+    shared by every segment's process) a new pipe holds 8 KiB, and splicing 8 KiB at a
+    time costs more CPU than the regular path."""
+    try:
+        pipe = os.pipe2(os.O_CLOEXEC)
+    except OSError as exc:  # e.g. out of file descriptors
+        raise Stop(f"no pipe: {exc}") from exc
+    grow_pipe(pipe[1])
+    size = fcntl.fcntl(pipe[1], fcntl.F_GETPIPE_SZ)
+    if size < MIN_PIPE:
+        for fd in pipe:
+            os.close(fd)
+        raise Stop(f"a new pipe holds only {size} bytes (the user's pipe quota is used up)")
+    return pipe
 
 
 def _tee_once(pipe: int, out: int, count: int) -> int:

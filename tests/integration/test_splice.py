@@ -8,6 +8,7 @@ write, and the output must still be the object, byte for byte.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
 import random
@@ -20,7 +21,7 @@ import pytest
 from asyncplug.config import build_config
 from asyncplug.crc import crc32c
 from asyncplug.errors import IntegrityError, Interrupted
-from asyncplug.pipeline import frames
+from asyncplug.pipeline import frames, splice
 from asyncplug.pipeline.restore import restore_stream
 from asyncplug.storage.s3 import S3Storage
 from bench.seaweed import SeaweedServer
@@ -206,3 +207,21 @@ async def test_restore_splice_off_keeps_the_regular_path(
 ) -> None:
     await round_trip(seaweed, bucket, proxy, caplog, restore_splice="off")
     assert "spliced" not in caplog.text and "restore of" in caplog.text
+
+
+async def test_a_pipe_quota_used_up_keeps_the_regular_path(
+    seaweed: SeaweedServer,
+    bucket: str,
+    proxy: FaultProxy,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past pipe-user-pages-soft a new pipe holds 8 KiB and cannot grow: no splicing."""
+
+    def quota_used_up(fd: int) -> None:
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, 8192)
+
+    monkeypatch.setattr(splice, "grow_pipe", quota_used_up)
+    await round_trip(seaweed, bucket, proxy, caplog)
+    assert "splice path not taken: a new pipe holds only 8192 bytes" in caplog.text
+    assert "spliced" not in caplog.text
