@@ -39,6 +39,7 @@ from asyncplug.crc import crc32c
 from asyncplug.errors import PluginError
 from asyncplug.pipeline.pipes import PIPE_SIZE, grow_pipe
 from asyncplug.storage.base import HttpSource
+from asyncplug.storage.httphead import parse_head
 
 log = logging.getLogger(__name__)
 
@@ -235,17 +236,10 @@ class _Connection:
                 break
             if filled == HEAD_LIMIT:
                 raise Stop("response head too large")
-        lines = bytes(view[:end]).decode("latin-1").split("\r\n")
-        version, _, rest = lines[0].partition(" ")
-        code = rest.split(" ", 1)[0]
-        self.status = int(code) if code.isdigit() else 0
-        self.headers = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            self.headers[name.strip().lower()] = value.strip()
-        self.reusable = (
-            version == "HTTP/1.1" and "close" not in self.headers.get("connection", "").lower()
-        )
+        try:
+            self.status, self.headers, self.reusable = parse_head(bytes(view[:end]))
+        except ValueError as exc:
+            raise Stop("bad status line") from exc
         return view[end + 4 : filled]
 
     def splice(self, pipe: int, count: int, stopped: threading.Event) -> int:

@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 import botocore.exceptions as bce
 
 from asyncplug.spool import STEP, SpoolMap, release
+from asyncplug.storage.httphead import parse_head
 
 PIECE = 1024 * 1024  # body buffers, taken as bytes arrive: few writev entries, small RSS
 MAX_SPARE = 64  # recycled pieces kept for reuse (64 MiB at most)
@@ -203,21 +204,13 @@ class _Protocol(asyncio.BufferedProtocol):
             if self.head_fill == len(self.head):
                 self._fail(bce.HTTPClientError(error="response headers too long"))
             return
-        lines = bytes(self.head[:end]).decode("latin-1").split("\r\n")
-        version, _, rest = lines[0].partition(" ")
         try:
-            status = int(rest[:3])
+            status, headers, reusable = parse_head(bytes(self.head[:end]))
         except ValueError:
             self._fail(bce.HTTPClientError(error="bad status line"))
             return
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
         response = Response(status, headers)
-        response.reusable = (
-            version == "HTTP/1.1" and "close" not in headers.get("connection", "").lower()
-        )
+        response.reusable = reusable
         self.response = response
         assert self.sink is not None
         try:
