@@ -41,7 +41,7 @@ from asyncplug.errors import (
     PluginError,
 )
 from asyncplug.offsets import Range, check_ranges
-from asyncplug.pipeline import frames, splice
+from asyncplug.pipeline import frames
 from asyncplug.pipeline.ranges import Fetch, Plan, plan_frames, plan_raw
 from asyncplug.pipeline.writer import IOV_MAX, FdWriter
 from asyncplug.storage.base import Buffer, ObjectInfo, Storage
@@ -232,7 +232,11 @@ class _Restore:
         """Write what splice.py's fast path can of a whole raw restore; returns the bytes
         written (0 when it does not apply: restore_splice off, not a pipe, not plain http)."""
         source = self.storage.http_source(self.key) if self.use_splice else None
-        if source is None or not splice.usable(self.writer.fd):
+        if source is None:
+            return 0
+        from asyncplug.pipeline import splice  # only here: ctypes and libc cost ~7 ms to load
+
+        if not splice.usable(self.writer.fd):
             return 0
         recorded = await record
         _check_size(self.key, recorded, self.size)  # before a byte is written

@@ -245,6 +245,9 @@ def test_raw_backup_and_restore_import_only_what_they_use(
         assert "asyncplug.pipeline.frames" in imported  # the parse found the imports
         unwanted = sorted(m for m in imported if m.startswith(NOT_AT_START))
         assert not unwanted, f"{command} imported {unwanted}"
+        # The splice path (ctypes, libc) loads only for a whole restore it can serve.
+        spliced = command == "restore_data"
+        assert ("asyncplug.pipeline.splice" in imported) == spliced, command
 
 
 async def test_silent_server_times_out(seaweed: SeaweedServer, bucket: str) -> None:
