@@ -20,7 +20,6 @@ from asyncplug.pipeline.codecs import CODECS
 from asyncplug.pipeline.restore import restore_path, restore_stream
 from tests.restore_support import MemoryStorage, compressed, crc_metadata
 
-F_GETPIPE_SZ = 1032  # Linux
 KEY = "prod/cluster1/backups/20250101/20250101123456/gpbackup_0_20250101123456"
 CONFIG = Config(
     folder="prod/cluster1",
@@ -145,7 +144,7 @@ def test_a_slow_reader_holds_back_fetching() -> None:
         restore = asyncio.create_task(restore_stream(store, KEY, write_fd, config))
         for _ in range(50):  # let it run until it is stuck on the full pipe
             await asyncio.sleep(0.01)
-        in_pipe = -(-fcntl.fcntl(write_fd, F_GETPIPE_SZ) // chunk)
+        in_pipe = -(-fcntl.fcntl(write_fd, fcntl.F_GETPIPE_SZ) // chunk)
         data_gets = [g for g in store.gets if g[2] - g[1] == chunk]
         assert len(data_gets) <= config.restore_max_concurrent_requests + 1 + in_pipe
         assert len(data_gets) < len(raw) // chunk  # held back: not all fetched
