@@ -13,7 +13,6 @@ import io
 import random
 import socket
 import ssl
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -118,13 +117,6 @@ class FaultProxy:
         assert request.transport is not None
         request.transport.close()  # the client sees a body cut short
         return response
-
-
-@pytest.fixture
-async def proxy(seaweed: SeaweedServer) -> AsyncIterator[FaultProxy]:
-    server = await FaultProxy(seaweed.endpoint).start()
-    yield server
-    await server.stop()
 
 
 @pytest.fixture

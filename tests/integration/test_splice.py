@@ -13,7 +13,6 @@ import logging
 import os
 import random
 import threading
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
@@ -31,13 +30,6 @@ from tests.integration.test_s3_faults import Fault, FaultProxy
 KEY = "prod/backups/20250101/20250101123456/gpbackup_0_20250101123456"
 CHUNK = 256 * 1024
 DATA = random.Random(7).randbytes(5 * CHUNK + 12_345)  # six GETs, the last one short
-
-
-@pytest.fixture
-async def proxy(seaweed: SeaweedServer) -> AsyncIterator[FaultProxy]:
-    server = await FaultProxy(seaweed.endpoint).start()
-    yield server
-    await server.stop()
 
 
 def options(seaweed: SeaweedServer, bucket: str, proxy: FaultProxy) -> dict[str, object]:
