@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import select
 import stat
 
 PIPE_SIZE = 1024 * 1024  # 16x fewer reads/writes and wake-ups than the default 64 KiB
@@ -15,3 +16,11 @@ def grow_pipe(fd: int) -> None:
     with contextlib.suppress(OSError):  # EPERM above /proc/sys/fs/pipe-max-size: keep it
         if stat.S_ISFIFO(os.fstat(fd).st_mode):
             fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+
+
+def wait_writable(fd: int) -> None:
+    """Block until fd takes a write: for an inherited non-blocking stdout that is full,
+    which must be waited for, not failed on (gprestore's end shares the O_NONBLOCK flag)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    poller.poll()

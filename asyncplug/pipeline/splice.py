@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 
 from asyncplug.crc import crc32c
 from asyncplug.errors import PluginError
-from asyncplug.pipeline.pipes import PIPE_SIZE, grow_pipe
+from asyncplug.pipeline.pipes import PIPE_SIZE, grow_pipe, wait_writable
 from asyncplug.storage.base import HttpSource
 from asyncplug.storage.httphead import parse_head
 
@@ -304,9 +304,7 @@ def _to_out(out: int, call: Callable[..., int], *args: Any) -> int:
         try:
             return call(*args)
         except BlockingIOError:
-            poller = select.poll()
-            poller.register(out, select.POLLOUT)
-            poller.poll()
+            wait_writable(out)
 
 
 async def in_thread(call: Callable[[], T]) -> T:

@@ -13,12 +13,11 @@ import asyncio
 import contextlib
 import os
 import queue
-import select
 import threading
 from collections.abc import Sequence
 
 from asyncplug.pipeline.frames import crc32c
-from asyncplug.pipeline.pipes import grow_pipe
+from asyncplug.pipeline.pipes import grow_pipe, wait_writable
 
 IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
 
@@ -94,7 +93,7 @@ class FdWriter:
                 else:
                     count = os.writev(self.fd, batch)
             except BlockingIOError:  # an inherited non-blocking stdout: wait, do not fail
-                select.select([], [self.fd], [])
+                wait_writable(self.fd)
                 continue
             self.written += count
             # Drop what was written; a partial write leaves the tail of one buffer.
