@@ -181,7 +181,7 @@ async def test_reader_going_away_stops_the_restore(
             os.close(write_fd)
 
 
-async def test_https_and_files_take_the_regular_path(seaweed: SeaweedServer, bucket: str) -> None:
+async def test_only_plain_http_gives_a_source(seaweed: SeaweedServer, bucket: str) -> None:
     tls = s3_options(seaweed, bucket, endpoint="https://127.0.0.1:9")
     async with S3Storage(build_config(tls)) as storage:
         assert storage.http_source(KEY) is None
