@@ -25,6 +25,7 @@ MiB = 1024 * KiB
 GiB = 1024 * MiB
 
 COMPRESSIONS = ("none", "zstd", "gzip", "lz4")
+ADDRESSING_STYLES = ("auto", "path", "virtual")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 _UNITS = {
@@ -140,6 +141,9 @@ class Config:
     encryption: bool = True
     http_proxy: str = ""
     remove_duplicate_bucket: bool = False
+    # s3: how requests are addressed and whom TLS trusts (storage/endpoints.py, storage/tls.py)
+    addressing_style: str = "auto"
+    ca_bundle: str = ""
     # file
     path: str = ""
     # transfer
@@ -189,6 +193,8 @@ OPTIONS: Mapping[str, Callable[[object, str], Any]] = {
     "encryption": parse_switch,
     "http_proxy": parse_text,
     "remove_duplicate_bucket": parse_switch,
+    "addressing_style": parse_choice(ADDRESSING_STYLES),
+    "ca_bundle": parse_text,
     "path": parse_text,
     "backup_max_concurrent_requests": parse_count,
     "backup_multipart_chunksize": parse_size,

@@ -9,6 +9,11 @@ module does:
   - an error or a short body while reading a GetObject body (botocore has
     returned by then): get_range resumes at the first missing byte.
 
+TLS trusts what the lean path trusts (tls.py): our session class hands aiohttp the
+same SSLContext instead of botocore's certifi-or-one-bundle one, and a certificate
+that fails verification is not retried (botocore's standard mode would). The backoff
+between retries is the lean path's (retry.backoff_delay), so both wait alike.
+
 This path serves every call when a proxy is configured or credentials come from the
 AWS credential chain, and otherwise the calls the lean path (s3lean.py) does not make
 itself: listings, batch deletes, HeadBucket, and ranged reads whose response it cannot
@@ -27,6 +32,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
@@ -35,13 +41,14 @@ import aiobotocore.session
 import aiohttp
 import aiohttp.payload
 import botocore.exceptions as bce
+from aiobotocore.config import AioConfig
+from aiobotocore.httpsession import AIOHTTPSession
 from aiobotocore.retries.standard import (
     AioRetryHandler,
     AioRetryPolicy,
     AioStandardRetryConditions,
 )
 from aiohttp.abc import AbstractStreamWriter
-from botocore.config import Config as BotoConfig
 from botocore.retries.quota import RetryQuota
 from botocore.retries.standard import ExponentialBackoff, RetryEventAdapter, RetryQuotaChecker
 
@@ -49,8 +56,9 @@ from asyncplug.config import Config
 from asyncplug.crc import crc32c as crc32c_of
 from asyncplug.errors import InputError, ObjectNotFound, PluginError, StorageError
 from asyncplug.spool import STEP, SpoolMap, release
+from asyncplug.storage import endpoints, tls
 from asyncplug.storage.base import Buffer, ObjectInfo, Storage, Upload
-from asyncplug.storage.retry import backoff
+from asyncplug.storage.retry import backoff, backoff_delay
 from asyncplug.storage.s3common import (
     _mask,
     after_attempt,
@@ -122,11 +130,27 @@ def body_of(data: Buffer) -> Any:
     return BufferBody(data) if len(data) else b""
 
 
-def client_config(config: Config) -> BotoConfig:
+def trusting_session(trust: tls.Trust) -> type[AIOHTTPSession]:
+    """aiobotocore's HTTP session, verifying TLS against `trust` (tls.py) like the lean
+    path. aiobotocore builds the endpoint's context (and a proxy's) in
+    _build_verify_context; tests/unit/test_s3_settings.py fails if that goes away."""
+
+    class TrustingSession(AIOHTTPSession):  # type: ignore[misc]
+        def _build_verify_context(self) -> ssl.SSLContext:
+            if not self._verify:
+                context: ssl.SSLContext = super()._build_verify_context()
+                return context
+            return tls.context(trust)
+
+    return TrustingSession
+
+
+def client_config(config: Config, trust: tls.Trust | None = None) -> AioConfig:
     pool = max(config.backup_max_concurrent_requests, config.restore_max_concurrent_requests) + 4
     _, _, style = endpoint_settings(config)
     proxies = {"http": config.http_proxy, "https": config.http_proxy} if config.http_proxy else None
-    return BotoConfig(
+    return AioConfig(
+        http_session_cls=trusting_session(trust or tls.trust_for(config)),
         region_name=config.region or "us-east-1",
         signature_version="s3v4",
         s3={"addressing_style": style, "payload_signing_enabled": False},
@@ -144,6 +168,22 @@ def client_config(config: Config) -> BotoConfig:
     )
 
 
+class _Conditions(AioStandardRetryConditions):  # type: ignore[misc]
+    """botocore's standard conditions, except a certificate that failed verification."""
+
+    async def is_retryable(self, context: Any) -> bool:
+        if tls.certificate_failure(context.caught_exception) is not None:
+            return False
+        return bool(await super().is_retryable(context))
+
+
+class _Backoff(ExponentialBackoff):  # type: ignore[misc]
+    """The lean path's delays (retry.py): both paths back off alike from throttling."""
+
+    def delay_amount(self, context: Any) -> float:
+        return backoff_delay(int(context.attempt_number))
+
+
 def lift_retry_quota(client: Any, total_attempts: int) -> None:
     """Give the client botocore's standard retry handler again, minus the retry quota.
 
@@ -155,8 +195,8 @@ def lift_retry_quota(client: Any, total_attempts: int) -> None:
     """
     handler = AioRetryHandler(
         retry_policy=AioRetryPolicy(
-            retry_checker=AioStandardRetryConditions(max_attempts=total_attempts),
-            retry_backoff=ExponentialBackoff(),
+            retry_checker=_Conditions(max_attempts=total_attempts),
+            retry_backoff=_Backoff(),
         ),
         retry_event_adapter=RetryEventAdapter(),
         retry_quota=RetryQuotaChecker(RetryQuota(initial_capacity=2**62)),
@@ -227,7 +267,8 @@ class BotoStorage(Storage):
         self.config = config
         self.bucket = config.bucket
         self.endpoint_url, self.use_ssl, _ = endpoint_settings(config)
-        self._botocore_config = client_config(config)
+        self.trust = tls.trust_for(config)
+        self._botocore_config = client_config(config, self.trust)
         self._stack: AsyncExitStack | None = None
         self._client: Any = None
         self._lock = asyncio.Lock()
@@ -254,10 +295,13 @@ class BotoStorage(Storage):
                             "aws_secret_access_key": self.config.aws_secret_access_key,
                         }
                     session = aiobotocore.session.get_session()
+                    # A region the lean path was redirected to: no second redirect here.
+                    region = endpoints.learnt_region(self.bucket)
                     try:
                         client = await stack.enter_async_context(
                             session.create_client(
                                 "s3",
+                                region_name=region or self._botocore_config.region_name,
                                 endpoint_url=self.endpoint_url,
                                 use_ssl=self.use_ssl,
                                 config=self._botocore_config,
@@ -266,10 +310,14 @@ class BotoStorage(Storage):
                         )
                     except Exception as exc:
                         await stack.aclose()
-                        raise translate(exc, f"S3 client for {self.endpoint_text}") from exc
+                        raise self.translate(exc, f"S3 client for {self.endpoint_text}") from exc
                     lift_retry_quota(client, self.config.max_retries + 1)
                     self._stack, self._client = stack, client
         return self._client
+
+    def translate(self, exc: BaseException, what: str) -> PluginError:
+        """s3common.translate, after the certificate check both paths make (tls.py)."""
+        return tls.certificate_error(exc, what, self.trust) or translate(exc, what)
 
     async def call(self, operation: str, what: str, **params: Any) -> Any:
         """One S3 call, with every failure translated; retries a 429 botocore did not."""
@@ -291,7 +339,7 @@ class BotoStorage(Storage):
                     continue
                 raise translate(exc, what) from exc
             except Exception as exc:
-                raise translate(exc, what) from exc
+                raise self.translate(exc, what) from exc
 
     async def put(
         self, key: str, data: Buffer, crc32c: int, metadata: Mapping[str, str] | None = None
@@ -373,7 +421,7 @@ class BotoStorage(Storage):
         except PluginError:
             raise
         except Exception as exc:
-            raise translate(exc, what) from exc
+            raise self.translate(exc, what) from exc
 
     async def delete(self, keys: Sequence[str]) -> int:
         deleted = 0
@@ -405,7 +453,7 @@ class BotoStorage(Storage):
             async for page in pages:
                 uploads += [(u["Key"], u["UploadId"]) for u in page.get("Uploads", [])]
         except Exception as exc:
-            raise translate(exc, what) from exc
+            raise self.translate(exc, what) from exc
         for key, upload_id in uploads:
             await BotoUpload(self, key, upload_id).abort()
         return len(uploads)

@@ -27,6 +27,7 @@ from asyncplug.errors import (
     PluginError,
     StorageError,
 )
+from asyncplug.storage.endpoints import REDIRECT_STATUSES, addressing, is_ip
 from asyncplug.storage.retry import backoff
 
 
@@ -54,8 +55,12 @@ _INTEGRITY_CODES = {
 }  # fmt: skip
 _USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^@\s]*@")
 _RANGE_CODES = {"InvalidRange", "416"}
-# botocore follows S3's region redirects itself; the lean path says what to fix instead.
-_REGION_CODES = {"PermanentRedirect", "AuthorizationHeaderMalformed", "301", "307"}
+# Both paths follow a region redirect once (botocore's S3RegionRedirectorv2, s3lean's
+# _redirect); what is left is reported.
+_REGION_CODES = {
+    "PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException",
+    "301", "302", "307",
+}  # fmt: skip
 _BUSY_CODES = {
     "SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "Throttling",
     "TooManyRequests", "503", "500", "502", "504", "429",
@@ -74,17 +79,28 @@ def _client_error(exc: bce.ClientError, what: str) -> PluginError:
     code = str(error.get("Code") or meta.get("HTTPStatusCode") or "unknown")
     status = meta.get("HTTPStatusCode")
     tries = int(meta.get("RetryAttempts", 0)) + 1
+    region = (meta.get("HTTPHeaders") or {}).get("x-amz-bucket-region") or error.get("Region")
+    if code == "RequestTimeTooSkewed":
+        return AccessDenied(
+            f"{what}: the server refused the request time ({code}); check the host clock (NTP)"
+        )
+    # A HEAD has no error document: its 400 is a region error when S3 names a region.
+    if code in _REGION_CODES or (region and (status in REDIRECT_STATUSES or code == "400")):
+        if region:
+            return ConfigError(
+                f"{what}: the bucket is in region {region} ({code}); set region: {region} "
+                "(and an endpoint, if any, of that region)"
+            )
+        return ConfigError(
+            f"{what}: the bucket is in another region or behind another endpoint ({code}); "
+            "check region and endpoint"
+        )
     if code == "NoSuchBucket":
         return StorageError(f"{what}: the bucket does not exist (NoSuchBucket)")
     if code in _NOT_FOUND_CODES:
         return ObjectNotFound(f"{what}: not found ({code})")
     if code in _ACCESS_CODES or status == 403:
         return AccessDenied(f"{what}: access denied ({code}); {_CREDENTIALS_HINT}")
-    if code in _REGION_CODES:
-        return ConfigError(
-            f"{what}: the bucket is in another region or behind another endpoint ({code}); "
-            "check region and endpoint"
-        )
     if code in _RANGE_CODES:
         return InputError(f"{what}: the range is past the end of the object ({code})")
     if code in _INTEGRITY_CODES:
@@ -196,41 +212,62 @@ def translate(exc: BaseException, what: str) -> PluginError:
 
 
 def endpoint_settings(config: Config) -> tuple[str | None, bool, str]:
-    """(endpoint_url, use_ssl, addressing_style) for the config."""
+    """(endpoint_url, use_ssl, addressing_style) for the config; the style is "path" or
+    "virtual" (endpoints.addressing decides "auto"), given to botocore as is."""
     use_ssl = config.encryption
+    chosen = config.addressing_style
     if not config.endpoint:
-        return None, use_ssl, "path"
+        return None, use_ssl, addressing(chosen, config.bucket, True, use_ssl)
     url = config.endpoint
     if "://" not in url:
         url = ("https://" if config.encryption else "http://") + url
-    style = "path"  # like the Go plugin (S3ForcePathStyle)
-    if config.remove_duplicate_bucket:
-        # The endpoint already names the bucket: strip it and let botocore put it
-        # back once, as a virtual host (or keep path style if it was in the path).
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        path = parts.path.rstrip("/")
-        if host.startswith(config.bucket + "."):
-            netloc = parts.netloc.replace(config.bucket + ".", "", 1)
-            url = urlunsplit(parts._replace(netloc=netloc))
-            style = "virtual"
-        elif path.split("/")[-1] == config.bucket:
-            url = urlunsplit(parts._replace(path=path[: -len(config.bucket)].rstrip("/")))
-        else:
-            raise ConfigError(
-                f"remove_duplicate_bucket is on but endpoint {config.endpoint} does not name "
-                f"bucket {config.bucket}"
-            )
+    tls = url.startswith("https://")
+    if is_ip(urlsplit(url).hostname or ""):
+        chosen = "path"  # no host name to put the bucket in front of
+    if not config.remove_duplicate_bucket:
+        # auto: path style, like the Go plugin (S3ForcePathStyle)
+        return url, use_ssl, addressing(chosen, config.bucket, False, tls)
+    # The endpoint already names the bucket: strip it and let botocore put it back
+    # once, as a virtual host (or keep path style if it was in the path).
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    path = parts.path.rstrip("/")
+    if host.startswith(config.bucket + "."):
+        netloc = parts.netloc.replace(config.bucket + ".", "", 1)
+        url = urlunsplit(parts._replace(netloc=netloc))
+        style = "virtual"
+    elif path.split("/")[-1] == config.bucket:
+        url = urlunsplit(parts._replace(path=path[: -len(config.bucket)].rstrip("/")))
+        style = "path"
+    else:
+        raise ConfigError(
+            f"remove_duplicate_bucket is on but endpoint {_mask(config.endpoint)} does not "
+            f"name bucket {config.bucket}"
+        )
+    if chosen != "auto":
+        style = addressing(chosen, config.bucket, False, tls)
     return url, use_ssl, style
 
 
 def status_error(
-    status: int, code: str, retries: int, operation: str = "GetObject"
+    status: int,
+    code: str,
+    retries: int,
+    operation: str = "GetObject",
+    headers: dict[str, str] | None = None,
+    region: str | None = None,
 ) -> bce.ClientError:
     """The ClientError botocore would raise, so translate() maps it the same way."""
+    error: dict[str, str] = {"Code": code, "Message": ""}
+    if region:
+        error["Region"] = region
     response: Any = {
-        "Error": {"Code": code, "Message": ""},
-        "ResponseMetadata": {"HTTPStatusCode": status, "RetryAttempts": retries},
+        "Error": error,
+        "ResponseMetadata": {
+            "HTTPStatusCode": status,
+            "RetryAttempts": retries,
+            "HTTPHeaders": headers or {},
+        },
     }
     return bce.ClientError(response, operation)
 

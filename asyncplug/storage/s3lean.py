@@ -13,7 +13,10 @@ aiobotocore (s3boto.py); the facade in s3.py decides.
 Retries match botocore's standard mode plus our 429 rule: no response (connect
 errors, resets, timeouts), 5xx, 429 and throttling codes are retried with jittered
 backoff up to max_retries; other error statuses are raised at once, translated by
-the same table as the botocore path (s3common.translate).
+the same table as the botocore path (s3common.translate). A certificate that fails
+verification is not retried (tls.py). A region redirect is followed once, as botocore
+does (endpoints.py): the request goes again, signed for the bucket's region, to that
+region's endpoint (or the configured endpoint), and every later request goes there.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import botocore.exceptions as bce
 
 from asyncplug.config import Config
 from asyncplug.errors import ObjectNotFound, StorageError
-from asyncplug.storage import http1
+from asyncplug.storage import endpoints, http1, tls
 from asyncplug.storage.base import Buffer, HttpSource, ObjectInfo, Upload
 from asyncplug.storage.retry import backoff
 from asyncplug.storage.s3common import (
@@ -51,53 +54,62 @@ META = "x-amz-meta-"
 Fallback = Callable[[str, int, int, str, "str | None"], Awaitable[list[bytes]]]
 
 
-def default_ca_bundle() -> str:
-    """What botocore verifies against by default: AWS_CA_BUNDLE, else certifi's or its own."""
-    bundle = os.environ.get("AWS_CA_BUNDLE")
-    if bundle:
-        return bundle
-    try:
-        import certifi  # botocore prefers it when installed
-
-        return str(certifi.where())
-    except ImportError:
-        import botocore
-
-        return os.path.join(os.path.dirname(botocore.__file__), "cacert.pem")
-
-
 class LeanS3:
     """One bucket's data calls. Keys are full keys; `what` names a call in messages."""
 
     def __init__(self, config: Config, credentials: Credentials, fallback: Fallback) -> None:
         self.config = config
         self.max_retries = config.max_retries
-        url, use_ssl, style = endpoint_settings(config)
-        region = config.region or "us-east-1"
+        region = endpoints.learnt_region(config.bucket) or config.region or "us-east-1"
+        self._place(region)
+        self.signer = Signer(endpoints.signing_region(region), lambda: credentials)
+        size = max(config.backup_max_concurrent_requests, config.restore_max_concurrent_requests)
+        self.pool = http1.Pool(size + 4, config.request_timeout, self._ssl_context)
+        self._fallback = fallback
+        self._tls: ssl.SSLContext | None = None
+        self._trust: tls.Trust | None = None
+
+    def _place(self, region: str) -> None:
+        """Address the bucket for `region`: the configured endpoint, else S3's in that region."""
+        url, use_ssl, style = endpoint_settings(self.config)
         if url is None:
-            url = f"{'https' if use_ssl else 'http'}://s3.{region}.amazonaws.com"
+            url = f"{'https' if use_ssl else 'http'}://{endpoints.aws_host(region)}"
         parts = urlsplit(url)
+        self.region = region
         self.scheme = parts.scheme
         self.host = parts.hostname or ""
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
         self.netloc = parts.netloc.rpartition("@")[2]
         base = parts.path.rstrip("/")
         if style == "virtual":
-            self.host = f"{config.bucket}.{self.host}"
-            self.netloc = f"{config.bucket}.{self.netloc}"
+            self.host = f"{self.config.bucket}.{self.host}"
+            self.netloc = f"{self.config.bucket}.{self.netloc}"
             self.prefix = base
         else:
-            self.prefix = f"{base}/{config.bucket}"
-        self.signer = Signer(region, lambda: credentials)
-        size = max(config.backup_max_concurrent_requests, config.restore_max_concurrent_requests)
-        self.pool = http1.Pool(size + 4, config.request_timeout, self._ssl_context)
-        self._fallback = fallback
-        self._tls: ssl.SSLContext | None = None
+            self.prefix = f"{base}/{self.config.bucket}"
+
+    def _redirect(self, method: str, status: int, code: str, region: str | None) -> bool:
+        """Follow a "wrong region" error naming the bucket's region (the caller does it
+        once per request); False when there is nothing to follow."""
+        if region is None or region == self.region:
+            return False
+        if not endpoints.is_region_error(method, status, code, region):
+            return False
+        endpoints.learn_region(self.config.bucket, region)
+        self._place(region)
+        self.signer = self.signer.for_region(endpoints.signing_region(region))
+        return True
+
+    @property
+    def trust(self) -> tls.Trust:
+        if self._trust is None:
+            self._trust = tls.trust_for(self.config)
+        return self._trust
 
     def _ssl_context(self) -> ssl.SSLContext:
-        """One context for every connection: loading the CA bundle costs 24 ms of CPU each time."""
+        """One context for every connection: loading the trust store costs 24 ms of CPU."""
         if self._tls is None:
-            self._tls = ssl.create_default_context(cafile=default_ca_bundle())
+            self._tls = tls.context(self.trust)
         return self._tls
 
     def close(self) -> None:
@@ -128,7 +140,7 @@ class LeanS3:
         query = canonical_query(params) if params else ""
         target, path = self._target(key, query)
         view = _view(body) if body is not None else None
-        failures = 0
+        failures, redirected = 0, False
         while True:
             text = self._headers(method, path, query, headers or {})
             failure: BaseException
@@ -137,6 +149,9 @@ class LeanS3:
                     method, target, text, _small_sink(method), view
                 )
             except (bce.BotoCoreError, OSError) as exc:  # no response: connect, reset, timeout
+                refused = tls.certificate_error(exc, what, self.trust)
+                if refused is not None:
+                    raise refused from exc
                 failure = exc
             except http1.Unsupported as exc:  # e.g. a big body of unknown length
                 raise StorageError(f"{what}: unexpected response from the server ({exc})") from exc
@@ -145,7 +160,14 @@ class LeanS3:
                 code = _error_in(response)
                 if code is None:
                     return response
-                error = status_error(response.status, code, failures, operation)
+                region = endpoints.region_named(response.headers, response.body())
+                if not redirected and self._redirect(method, response.status, code, region):
+                    redirected = True
+                    target, path = self._target(key, query)
+                    continue
+                error = status_error(
+                    response.status, code, failures, operation, response.headers, region
+                )
                 if response.error is None and not retryable(response.status, code):
                     raise translate(error, what) from error
                 failure = response.error or error
@@ -161,9 +183,9 @@ class LeanS3:
         decrypted in user space, so there is nothing to splice)."""
         if self.scheme != "http":
             return None
-        target, path = self._target(key, "")
 
         def request(start: int, end: int, etag: str | None) -> bytes:
+            target, path = self._target(key, "")  # after a redirect: signed for the new region
             headers = {"range": f"bytes={start}-{end - 1}"}
             if etag:
                 headers["if-match"] = etag
@@ -209,7 +231,7 @@ class LeanS3:
     async def get_range(self, key: str, start: int, end: int, what: str) -> list[Buffer]:
         """Bytes [start, end) (start < end): Content-Range checked, cut reads resumed."""
         chunks: list[Buffer] = []
-        pos, failures, etag = start, 0, None
+        pos, failures, etag, redirected = start, 0, None, False
         while pos < end:
             target, path = self._target(key, "")
             headers = {"range": f"bytes={pos}-{end - 1}"}
@@ -227,6 +249,9 @@ class LeanS3:
                 chunks += await self._fallback(key, pos, end, what, etag)
                 return chunks
             except (bce.BotoCoreError, OSError) as exc:  # no response: connect, reset, timeout
+                refused = tls.certificate_error(exc, what, self.trust)
+                if refused is not None:
+                    raise refused from exc
                 failure = exc
             else:
                 self.pool.release(target, conn, response)
@@ -237,7 +262,13 @@ class LeanS3:
                     failure = response.error
                 else:
                     code = http1.error_code(response)
-                    error = status_error(response.status, code, failures)
+                    region = endpoints.region_named(response.headers, response.body())
+                    if not redirected and self._redirect("GET", response.status, code, region):
+                        redirected = True
+                        continue
+                    error = status_error(
+                        response.status, code, failures, "GetObject", response.headers, region
+                    )
                     if not retryable(response.status, code):
                         raise translate(error, what) from error
                     failure = error

@@ -66,6 +66,10 @@ class Signer:
         # deriving it costs four HMACs. One tuple, so a reader never sees a torn update.
         self._key: tuple[str, str, bytes] | None = None
 
+    def for_region(self, region: str) -> Signer:
+        """The same credentials, signing for another region (after a region redirect)."""
+        return Signer(region, self._credentials, self._service)
+
     def _signing_key(self, date: str, secret_key: str) -> bytes:
         cached = self._key
         if cached is not None and cached[0] == date and cached[1] == secret_key:

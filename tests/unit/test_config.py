@@ -24,6 +24,8 @@ EVERY_OPTION: dict[str, tuple[Any, Any]] = {
     "encryption": ("off", False),
     "http_proxy": ("http://proxy:3128", "http://proxy:3128"),
     "remove_duplicate_bucket": ("on", True),
+    "addressing_style": ("Virtual", "virtual"),
+    "ca_bundle": ("/etc/ssl/corp-ca.pem", "/etc/ssl/corp-ca.pem"),
     "path": ("/mnt/backups", "/mnt/backups"),
     "backup_max_concurrent_requests": ("12", 12),
     "backup_multipart_chunksize": ("500MB", 500_000_000),

@@ -19,7 +19,21 @@ def config(**options: Any):  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize(
     ("options", "expected"),
     [
-        ({"region": "eu-west-1"}, (None, True, "path")),
+        ({"region": "eu-west-1"}, (None, True, "virtual")),
+        ({"region": "eu-west-1", "addressing_style": "path"}, (None, True, "path")),
+        ({"region": "eu-west-1", "bucket": "gp.backups"}, (None, True, "path")),  # dots: path
+        (
+            {"endpoint": "http://minio.local", "bucket": "gp.b", "addressing_style": "virtual"},
+            ("http://minio.local", True, "virtual"),  # dots are labels over plain http
+        ),
+        (
+            {"endpoint": "http://localhost:9000", "addressing_style": "virtual"},
+            ("http://localhost:9000", True, "virtual"),
+        ),
+        (  # an IP address has no name to put the bucket in front of
+            {"endpoint": "http://127.0.0.1:9000", "addressing_style": "virtual"},
+            ("http://127.0.0.1:9000", True, "path"),
+        ),
         ({"endpoint": "http://127.0.0.1:9000"}, ("http://127.0.0.1:9000", True, "path")),
         ({"endpoint": "minio.local:9000"}, ("https://minio.local:9000", True, "path")),
         (
