@@ -96,7 +96,7 @@ def is_ip(host: str) -> bool:
 
 
 def addressing(style: str, bucket: str, aws: bool, tls: bool) -> str:
-    """"path" or "virtual" for the addressing_style option (auto: virtual-hosted for AWS,
+    """ "path" or "virtual" for the addressing_style option (auto: virtual-hosted for AWS,
     path for other endpoints). Virtual falls back to path, as in botocore's rule set,
     for a bucket that cannot be a host label: a bucket with dots is one only on another
     endpoint over plain http (over TLS the certificate's *.host covers one label)."""

@@ -337,6 +337,8 @@ class BotoStorage(Storage):
                     attempt += 1
                     await backoff(attempt)
                     continue
+                if attempt:  # our 429 retries count in the message, as on the lean path
+                    meta["RetryAttempts"] = int(meta.get("RetryAttempts") or 0) + attempt
                 raise translate(exc, what) from exc
             except Exception as exc:
                 raise self.translate(exc, what) from exc

@@ -88,17 +88,36 @@ class LeanS3:
         else:
             self.prefix = f"{base}/{self.config.bucket}"
 
-    def _redirect(self, method: str, status: int, code: str, region: str | None) -> bool:
-        """Follow a "wrong region" error naming the bucket's region (the caller does it
-        once per request); False when there is nothing to follow."""
+    async def _redirect(
+        self, method: str, response: http1.Response, code: str, again: bool
+    ) -> tuple[bool, str | None]:
+        """(follow, the bucket's region) for an error response. A "wrong region" error is
+        followed once per request (`again`: it was), to the region it names, else the one
+        a HEAD of the bucket names (as botocore's S3RegionRedirectorv2 does)."""
+        region = endpoints.region_named(response.headers, response.body())
+        if again or not endpoints.is_region_error(method, response.status, code, region):
+            return False, region
+        if region is None:
+            region = await self._bucket_region()
         if region is None or region == self.region:
-            return False
-        if not endpoints.is_region_error(method, status, code, region):
-            return False
+            return False, region
         endpoints.learn_region(self.config.bucket, region)
         self._place(region)
         self.signer = self.signer.for_region(endpoints.signing_region(region))
-        return True
+        return True, region
+
+    async def _bucket_region(self) -> str | None:
+        """x-amz-bucket-region of a HEAD of the bucket (S3 sends it whatever the status)."""
+        path = quote_path(self.prefix or "/")
+        target = http1.Target(self.scheme, self.host, self.port, self.netloc, path)
+        try:
+            response, conn = await self.pool.request(
+                "HEAD", target, self._headers("HEAD", path, "", {}), _small_sink("HEAD")
+            )
+        except (bce.BotoCoreError, OSError):
+            return None
+        self.pool.release(target, conn, response)
+        return endpoints.region_named(response.headers)
 
     @property
     def trust(self) -> tls.Trust:
@@ -160,8 +179,8 @@ class LeanS3:
                 code = _error_in(response)
                 if code is None:
                     return response
-                region = endpoints.region_named(response.headers, response.body())
-                if not redirected and self._redirect(method, response.status, code, region):
+                follow, region = await self._redirect(method, response, code, redirected)
+                if follow:
                     redirected = True
                     target, path = self._target(key, query)
                     continue
@@ -262,8 +281,8 @@ class LeanS3:
                     failure = response.error
                 else:
                     code = http1.error_code(response)
-                    region = endpoints.region_named(response.headers, response.body())
-                    if not redirected and self._redirect("GET", response.status, code, region):
+                    follow, region = await self._redirect("GET", response, code, redirected)
+                    if follow:
                         redirected = True
                         continue
                     error = status_error(

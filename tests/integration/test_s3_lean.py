@@ -299,7 +299,7 @@ async def test_lean_path_over_tls_trusts_aws_ca_bundle(
         options = s3_options(seaweed, bucket, endpoint=proxy.endpoint)
         monkeypatch.delenv("AWS_CA_BUNDLE", raising=False)
         async with S3Storage(build_config(options)) as untrusted:
-            with pytest.raises(StorageError, match="TLS certificate of localhost:.* not trusted"):
+            with pytest.raises(StorageError, match=r"TLS certificate of localhost:.* not trusted"):
                 await untrusted.stat(KEY)
         monkeypatch.setenv("AWS_CA_BUNDLE", str(cert))
         async with S3Storage(build_config(options)) as store:

@@ -277,10 +277,10 @@ async def test_botocore_does_not_retry_certificate_failures() -> None:
         http_response = None
         parsed_response = None
         operation_model = None
-        request_context: dict[str, Any] = {}
 
         def __init__(self, exc: BaseException) -> None:
             self.caught_exception = exc
+            self.request_context: dict[str, Any] = {}
 
         def get_error_code(self) -> None:
             return None
