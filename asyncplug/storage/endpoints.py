@@ -14,8 +14,6 @@ against botocore's own resolution for a region of every partition.
 from __future__ import annotations
 
 import functools
-import ipaddress
-import json
 import os
 import re
 from typing import Any
@@ -25,12 +23,15 @@ from asyncplug.errors import ConfigError
 # botocore's validate_region_name: a region ends up in a host name.
 _REGION = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9\-]{0,61}[a-zA-Z0-9])?$")
 _LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")
+_IPV4 = re.compile(r"^\d{1,3}(?:\.\d{1,3}){3}$")
 _REGION_IN_BODY = re.compile(rb"<Region>([^<]{1,64})</Region>")
 GLOBAL_HOST = "s3.amazonaws.com"
 
 
 @functools.cache
 def _partitions() -> list[dict[str, Any]]:
+    import json
+
     import botocore  # already loaded: s3common imports botocore.exceptions
 
     path = os.path.join(os.path.dirname(botocore.__file__), "data", "partitions.json")
@@ -88,11 +89,8 @@ def virtual_hostable(bucket: str, dots: bool) -> bool:
 
 
 def is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
+    """An IPv4 or IPv6 address (urlsplit's hostname has no brackets), not a name."""
+    return ":" in host or bool(_IPV4.match(host))
 
 
 def addressing(style: str, bucket: str, aws: bool, tls: bool) -> str:

@@ -27,7 +27,7 @@ from asyncplug.errors import (
     PluginError,
     StorageError,
 )
-from asyncplug.storage.endpoints import REDIRECT_STATUSES, addressing, is_ip
+from asyncplug.storage.endpoints import REDIRECT_STATUSES, addressing, check_region, is_ip
 from asyncplug.storage.retry import backoff
 
 
@@ -217,6 +217,7 @@ def endpoint_settings(config: Config) -> tuple[str | None, bool, str]:
     use_ssl = config.encryption
     chosen = config.addressing_style
     if not config.endpoint:
+        check_region(config.region)  # it goes into the host name
         return None, use_ssl, addressing(chosen, config.bucket, True, use_ssl)
     url = config.endpoint
     if "://" not in url:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ssl
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from botocore.config import Config as BotoConfig
 from asyncplug.config import build_config
 from asyncplug.errors import AccessDenied, ConfigError, StorageError
 from asyncplug.storage import endpoints, s3, tls
-from asyncplug.storage.s3boto import _Conditions, client_config
+from asyncplug.storage.s3boto import _Backoff, _Conditions, client_config
 from asyncplug.storage.s3common import endpoint_settings, status_error
 from asyncplug.storage.s3lean import LeanS3
 from asyncplug.storage.sigv4 import Credentials
@@ -30,6 +31,11 @@ REGIONS = [
 ]  # fmt: skip
 
 
+@functools.cache
+def _session() -> botocore.session.Session:
+    return botocore.session.get_session()  # one loader: its data is read once
+
+
 class Sent(Exception):
     """Raised from botocore's before-send: the request it would have sent, not sent."""
 
@@ -38,7 +44,7 @@ def botocore_request(region: str, options: dict[str, Any]) -> tuple[str, str]:
     """(URL, credential scope region) botocore would use for a HeadObject."""
     config = build_config({"bucket": "gp-backups", "folder": "f", "region": region, **options})
     url, use_ssl, style = endpoint_settings(config)
-    client = botocore.session.get_session().create_client(
+    client = _session().create_client(
         "s3",
         region_name=region,
         endpoint_url=url,
@@ -111,6 +117,19 @@ def test_us_east_1_regional_endpoint_setting(monkeypatch: pytest.MonkeyPatch) ->
 def test_a_region_that_is_no_host_name_is_refused() -> None:
     with pytest.raises(ConfigError, match="not a region name"):
         endpoints.aws_host("eu-west-1.evil.example/")
+    config = build_config({"bucket": "b", "folder": "f", "region": "eu-west-1.evil.example"})
+    with pytest.raises(ConfigError, match=r"option region: .* is not a region name"):
+        endpoint_settings(config)  # both paths, before any request
+
+
+def test_both_paths_back_off_alike() -> None:
+    class Context:
+        def __init__(self, attempt: int) -> None:
+            self.attempt_number = attempt
+
+    for attempt, cap in ((1, 0.25), (2, 0.5), (4, 2.0), (12, 20.0)):
+        delays = [_Backoff().delay_amount(Context(attempt)) for _ in range(200)]
+        assert all(0 <= d <= cap for d in delays) and max(delays) > cap / 2
 
 
 @pytest.mark.parametrize(
