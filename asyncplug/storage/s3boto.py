@@ -294,6 +294,10 @@ class BotoStorage(Storage):
                             "aws_access_key_id": self.config.aws_access_key_id,
                             "aws_secret_access_key": self.config.aws_secret_access_key,
                         }
+                    if self.use_ssl and (self.endpoint_url or "https:").startswith("https:"):
+                        # Here, not inside aiohttp's connector, where botocore would take
+                        # a bad CA bundle for a network error and retry it.
+                        tls.context(self.trust)
                     session = aiobotocore.session.get_session()
                     # A region the lean path was redirected to: no second redirect here.
                     region = endpoints.learnt_region(self.bucket)

@@ -14,6 +14,7 @@ the message says what was trusted.
 
 from __future__ import annotations
 
+import functools
 import os
 import ssl
 from dataclasses import dataclass
@@ -72,9 +73,10 @@ def _system_store() -> bool:
     return bool(paths.cafile or paths.capath)
 
 
+@functools.lru_cache(maxsize=4)
 def context(trust: Trust) -> ssl.SSLContext:
-    """A client context verifying certificates and host names against `trust`.
-    Loading the system store costs ~24 ms of CPU: callers build one and keep it."""
+    """A client context verifying certificates and host names against `trust`, one per
+    process for both paths: loading the system store costs ~24 ms of CPU."""
     tls = ssl.create_default_context()
     if not _system_store():
         try:

@@ -263,6 +263,22 @@ async def test_tls_trust_is_the_same_on_both_paths(
         assert len(fake.seen) >= 8
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_bad_ca_bundle_is_a_config_error(
+    tls_fake: tuple[FakeS3, Path], transport: str, tmp_path: Path
+) -> None:
+    fake, _ = tls_fake
+    missing = tmp_path / "missing.pem"
+    with pytest.raises(PluginError) as refused:
+        async with storage(fake.options(ca_bundle=str(missing)), transport) as store:
+            await store.stat(KEY)
+    assert refused.value.exit_code == 3
+    assert str(refused.value) == (
+        f"cannot load CA bundle {missing} (ca_bundle option): No such file or directory"
+    )
+    assert fake.handshakes == 0
+
+
 def test_profile_ca_bundle_serves_setup_and_data_alike(
     tls_fake: tuple[FakeS3, Path],
     write_config: Callable[..., str],
