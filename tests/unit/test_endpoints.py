@@ -18,7 +18,7 @@ from botocore.config import Config as BotoConfig
 
 from asyncplug.config import build_config
 from asyncplug.errors import AccessDenied, ConfigError, StorageError
-from asyncplug.storage import endpoints, s3, tls
+from asyncplug.storage import endpoints, http1, s3, tls
 from asyncplug.storage.s3boto import _Backoff, _Conditions, client_config
 from asyncplug.storage.s3common import endpoint_settings, status_error
 from asyncplug.storage.s3lean import LeanS3
@@ -160,6 +160,36 @@ def test_endpoint_data_is_a_small_file_read_only_when_needed() -> None:
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "s3.cn-north-1.amazonaws.com.cn"
+
+
+async def test_a_redirect_moves_the_lean_path_to_the_buckets_region() -> None:
+    config = build_config({"bucket": "gp-backups", "folder": "f", "region": "us-east-1"})
+
+    async def fallback(*_: Any) -> list[bytes]:
+        raise AssertionError
+
+    lean = LeanS3(config, Credentials("AKIDEXAMPLE", "secret"), fallback)
+    assert lean.netloc == "gp-backups.s3.amazonaws.com"
+    moved = http1.Response(301, {"x-amz-bucket-region": "cn-north-1"})
+    assert await lean._redirect("PUT", moved, "PermanentRedirect", again=True) == (
+        False,
+        "cn-north-1",
+    )  # once per request
+    assert await lean._redirect("PUT", moved, "PermanentRedirect", again=False) == (
+        True,
+        "cn-north-1",
+    )
+    assert (lean.scheme, lean.netloc, lean.prefix) == (
+        "https",
+        "gp-backups.s3.cn-north-1.amazonaws.com.cn",
+        "",
+    )
+    signed = lean.signer.sign("PUT", lean.netloc, "/k", "", {})["authorization"]
+    assert "/cn-north-1/s3/aws4_request" in signed
+    assert endpoints.learnt_region("gp-backups") == "cn-north-1"
+    again = LeanS3(config, Credentials("AKIDEXAMPLE", "secret"), fallback)
+    assert again.netloc == lean.netloc  # later storages of the process start there
+    endpoints._learnt.clear()
 
 
 # --- region errors ----------------------------------------------------------------------
