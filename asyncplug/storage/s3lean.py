@@ -7,8 +7,9 @@ botocore's signer in the tests), one write and one header parse.
 
 Calls: HeadObject, ranged GetObject, PutObject, CreateMultipartUpload, UploadPart,
 CompleteMultipartUpload, AbortMultipartUpload. Every other call, and any call when a
-proxy is configured or credentials come from the AWS credential chain, goes through
-aiobotocore (s3boto.py); the facade in s3.py decides.
+proxy is configured, goes through aiobotocore (s3boto.py); the facade in s3.py decides.
+Credentials are static keys, or come from the AWS chain through botocore's resolver
+(credentials.py), refreshed before they expire.
 
 Retries match botocore's standard mode plus our 429 rule: no response (connect
 errors, resets, timeouts), 5xx, 429 and throttling codes are retried with jittered
@@ -31,16 +32,17 @@ from asyncplug.config import Config
 from asyncplug.errors import ObjectNotFound, StorageError
 from asyncplug.storage import http1
 from asyncplug.storage.base import Buffer, HttpSource, ObjectInfo, Upload
+from asyncplug.storage.credentials import ChainCredentials
 from asyncplug.storage.retry import backoff
 from asyncplug.storage.s3common import (
     after_attempt,
     check_range,
-    crc_header,
     endpoint_settings,
     retryable,
     status_error,
     translate,
 )
+from asyncplug.storage.s3options import ObjectOptions
 from asyncplug.storage.sigv4 import Credentials, Signer, canonical_query, quote_path
 
 _UPLOAD_ID = re.compile(rb"<UploadId>([^<]{1,1024})</UploadId>")
@@ -69,8 +71,11 @@ def default_ca_bundle() -> str:
 class LeanS3:
     """One bucket's data calls. Keys are full keys; `what` names a call in messages."""
 
-    def __init__(self, config: Config, credentials: Credentials, fallback: Fallback) -> None:
+    def __init__(
+        self, config: Config, credentials: Credentials | ChainCredentials, fallback: Fallback
+    ) -> None:
         self.config = config
+        self.options = ObjectOptions(config)
         self.max_retries = config.max_retries
         url, use_ssl, style = endpoint_settings(config)
         region = config.region or "us-east-1"
@@ -88,7 +93,12 @@ class LeanS3:
             self.prefix = base
         else:
             self.prefix = f"{base}/{config.bucket}"
-        self.signer = Signer(region, lambda: credentials)
+        if isinstance(credentials, ChainCredentials):
+            self.chain: ChainCredentials | None = credentials
+            self.signer = Signer(region, credentials.current)
+        else:
+            self.chain = None
+            self.signer = Signer(region, lambda: credentials)
         size = max(config.backup_max_concurrent_requests, config.restore_max_concurrent_requests)
         self.pool = http1.Pool(size + 4, config.request_timeout, self._ssl_context)
         self._fallback = fallback
@@ -130,6 +140,8 @@ class LeanS3:
         view = _view(body) if body is not None else None
         failures = 0
         while True:
+            if self.chain is not None:
+                await self.chain.ready()
             text = self._headers(method, path, query, headers or {})
             failure: BaseException
             try:
@@ -164,7 +176,7 @@ class LeanS3:
         target, path = self._target(key, "")
 
         def request(start: int, end: int, etag: str | None) -> bytes:
-            headers = {"range": f"bytes={start}-{end - 1}"}
+            headers = {"range": f"bytes={start}-{end - 1}", **self.options.read_headers}
             if etag:
                 headers["if-match"] = etag
             return http1.request_head("GET", target, self._headers("GET", path, "", headers))
@@ -174,7 +186,9 @@ class LeanS3:
     # --- the calls ---------------------------------------------------------------------
 
     async def stat(self, key: str, what: str) -> ObjectInfo:
-        response = await self.send("HEAD", key, what, "HeadObject")
+        response = await self.send(
+            "HEAD", key, what, "HeadObject", headers=self.options.read_headers
+        )
         length = response.headers.get("content-length", "")
         if not length.isdigit():
             raise StorageError(f"{what}: no Content-Length in the response")
@@ -188,13 +202,21 @@ class LeanS3:
     async def put(
         self, key: str, data: Buffer, crc32c: int, metadata: Mapping[str, str] | None, what: str
     ) -> None:
-        headers = {"x-amz-checksum-crc32c": crc_header(crc32c), **_meta_headers(metadata)}
+        headers = {
+            **await self.options.checksum_headers(data, crc32c),
+            **self.options.write_headers,
+            **_meta_headers(metadata),
+        }
         await self.send("PUT", key, what, "PutObject", headers=headers, body=data)
 
     async def start_upload(
         self, key: str, metadata: Mapping[str, str] | None, what: str
     ) -> LeanUpload:
-        headers = {"x-amz-checksum-algorithm": "CRC32C", **_meta_headers(metadata)}
+        headers = {
+            **self.options.multipart_headers,
+            **self.options.write_headers,
+            **_meta_headers(metadata),
+        }
         response = await self.send(
             "POST", key, what, "CreateMultipartUpload", {"uploads": ""}, headers
         )
@@ -212,10 +234,12 @@ class LeanS3:
         pos, failures, etag = start, 0, None
         while pos < end:
             target, path = self._target(key, "")
-            headers = {"range": f"bytes={pos}-{end - 1}"}
+            headers = {"range": f"bytes={pos}-{end - 1}", **self.options.read_headers}
             if etag:
                 headers["if-match"] = etag  # a resumed read must see the same object
             failure: BaseException | None = None
+            if self.chain is not None:
+                await self.chain.ready()
             try:
                 response, conn = await self.pool.request(
                     "GET",
@@ -252,25 +276,26 @@ class LeanUpload(Upload):
         self.key = key
         self.upload_id = upload_id
         self._s3 = s3
-        self._parts: dict[int, tuple[str, str]] = {}  # number -> (ETag, CRC32C header)
+        self._parts: dict[int, tuple[str, str]] = {}  # number -> (ETag, CRC32C header or "")
         self._finished = False
         self.where = f"s3://{s3.config.bucket}/{key}"
 
     async def put_part(self, number: int, offset: int, data: Buffer, crc32c: int) -> None:
-        checksum = crc_header(crc32c)
+        options = self._s3.options
+        headers = {**await options.checksum_headers(data, crc32c), **options.read_headers}
         response = await self._s3.send(
             "PUT",
             self.key,
             f"upload part {number} of {self.where}",
             "UploadPart",
             {"partNumber": str(number), "uploadId": self.upload_id},
-            {"x-amz-checksum-crc32c": checksum},
+            headers,
             data,
         )
         etag = response.headers.get("etag")
         if not etag:
             raise StorageError(f"upload part {number} of {self.where}: no ETag in the response")
-        self._parts[number] = (etag, checksum)
+        self._parts[number] = (etag, headers.get("x-amz-checksum-crc32c", ""))
 
     async def complete(self) -> None:
         if not self._parts:  # S3 needs at least one part: an empty object has one empty part
@@ -279,7 +304,8 @@ class LeanUpload(Upload):
 
         body = "".join(
             f"<Part><PartNumber>{n}</PartNumber><ETag>{escape(etag)}</ETag>"
-            f"<ChecksumCRC32C>{checksum}</ChecksumCRC32C></Part>"
+            + (f"<ChecksumCRC32C>{checksum}</ChecksumCRC32C>" if checksum else "")
+            + "</Part>"
             for n, (etag, checksum) in sorted(self._parts.items())
         )
         document = f"<CompleteMultipartUpload>{body}</CompleteMultipartUpload>".encode()
@@ -289,7 +315,7 @@ class LeanUpload(Upload):
             f"complete upload of {self.where}",
             "CompleteMultipartUpload",
             {"uploadId": self.upload_id},
-            {"content-type": "application/xml"},
+            {"content-type": "application/xml", **self._s3.options.read_headers},
             document,
         )
         self._finished = True
@@ -385,15 +411,3 @@ def _range_sink(pos: int, end: int, what: str) -> http1.Sink:
         return _error_body(response, length_text or "")
 
     return sink
-
-
-def static_credentials(config: Config) -> Credentials | None:
-    """Keys from the config, else from the environment (botocore's first two sources);
-    None when the credential chain must be asked (profiles, instance roles, SSO)."""
-    if config.aws_access_key_id and config.aws_secret_access_key:
-        return Credentials(config.aws_access_key_id, config.aws_secret_access_key)
-    key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
-    if key and secret:
-        token = os.environ.get("AWS_SESSION_TOKEN") or os.environ.get("AWS_SECURITY_TOKEN")
-        return Credentials(key, secret, token or None)
-    return None
