@@ -26,6 +26,7 @@ from typing import Any
 import botocore.exceptions as bce
 
 from asyncplug.config import Config
+from asyncplug.errors import ConfigError
 from asyncplug.storage.s3common import translate
 from asyncplug.storage.sigv4 import Credentials
 
@@ -57,8 +58,9 @@ class ChainCredentials:
     `await ready()` before a request resolves them the first time and refreshes them
     when due, off the event loop."""
 
-    def __init__(self, profile: str = "") -> None:
+    def __init__(self, profile: str = "", region: str = "") -> None:
         self.profile = profile
+        self.region = region
         self.method = ""  # botocore's name of the source, e.g. "container-role"; for the log
         self.fetches = 0  # resolutions and refreshes that renewed the credentials
         self._source: Any = None  # botocore Credentials or RefreshableCredentials
@@ -105,10 +107,15 @@ class ChainCredentials:
             what = "AWS credentials" + (f" of profile {self.profile}" if self.profile else "")
             try:
                 if self._source is None:
-                    self._source = _resolve(self.profile)
+                    self._source = _resolve(self.profile, self.region)
                     self.method = str(getattr(self._source, "method", ""))
                 frozen = self._source.get_frozen_credentials()  # refreshes when due
                 still_due = bool(getattr(self._source, "refresh_needed", bool)())
+            except bce.ProfileNotFound as exc:
+                named = "option aws_profile" if self.profile else "AWS_PROFILE"
+                raise ConfigError(
+                    f"{what}: the profile named by {named} is not in the AWS config files"
+                ) from exc
             except Exception as exc:
                 raise translate(exc, what) from exc
             renewed = Credentials(frozen.access_key, frozen.secret_key, frozen.token or None)
@@ -119,11 +126,15 @@ class ChainCredentials:
                 self._next_check = time.monotonic() + RETRY_REFRESH
 
 
-def _resolve(profile: str) -> Any:
-    """botocore's credential chain for the profile ("" = AWS_PROFILE, else default)."""
+def _resolve(profile: str, region: str) -> Any:
+    """botocore's credential chain for the profile ("" = AWS_PROFILE, else default).
+    STS calls (assume-role, web identity) go to the profile's or the environment's
+    region, else to the bucket's `region`, else to us-east-1."""
     import botocore.session  # ~0.15 CPU-s: only when there are no static keys
 
     session = botocore.session.Session(profile=profile or None)
+    if not session.get_config_variable("region"):
+        session.set_config_variable("region", region or "us-east-1")
     source = session.get_credentials()
     if source is None:
         raise bce.NoCredentialsError()

@@ -152,7 +152,7 @@ class ObjectOptions:
                 "or DEEP_ARCHIVE): request a restore first (S3 RestoreObject, e.g. aws s3api "
                 "restore-object), wait for it to finish, then restore again"
             )
-        if operation in _WRITES and isinstance(exc, AccessDenied) and not self.encrypts:
+        if operation in _WRITES and code == "AccessDenied" and not self.encrypts:
             return AccessDenied(
                 f"{exc.message}; if the bucket policy demands encryption, set "
                 "server_side_encryption (AES256 or aws:kms) or sse_customer_key_file"
