@@ -159,6 +159,7 @@ class Config:
     remove_duplicate_bucket: bool = False
     # s3, AWS in production (storage/credentials.py, storage/s3options.py)
     aws_profile: str = ""  # a profile of the shared config files ("" = AWS_PROFILE/default)
+    credential_cache: bool = True  # temporary credentials shared by the user's processes
     server_side_encryption: str = ""  # AES256 | aws:kms | aws:kms:dsse ("" = bucket default)
     sse_kms_key_id: str = ""
     sse_customer_key_file: str = ""  # SSE-C: a file holding the 256-bit key
@@ -215,6 +216,7 @@ OPTIONS: Mapping[str, Callable[[object, str], Any]] = {
     "remove_duplicate_bucket": parse_switch,
     # s3, AWS in production
     "aws_profile": parse_text,
+    "credential_cache": parse_switch,
     "server_side_encryption": parse_sse,
     "sse_kms_key_id": parse_text,
     "sse_customer_key_file": parse_text,

@@ -58,7 +58,7 @@ class S3Storage(Storage):
         self.options = ObjectOptions(config)
         self.lean: LeanS3 | None = None
         if not _proxied(config, url):
-            credentials = static_keys(config) or ChainCredentials(config.aws_profile, config.region)
+            credentials = static_keys(config) or ChainCredentials.of(config)
             self.lean = LeanS3(config, credentials, self._get_range_boto)
         self._boto: BotoStorage | None = None
 

@@ -113,6 +113,11 @@ class LeanS3:
     def close(self) -> None:
         self.pool.close()
 
+    def _refused_cached_credentials(self) -> bool:
+        """A 403 to credentials from the cache (credentials.py): try again, once, with
+        credentials resolved afresh."""
+        return self.chain is not None and self.chain.discard_cached()
+
     # --- one call, with retries --------------------------------------------------------
 
     def _target(self, key: str, query: str) -> tuple[http1.Target, str]:
@@ -159,6 +164,8 @@ class LeanS3:
                     return response
                 error = status_error(response.status, code, failures, operation)
                 if response.error is None and not retryable(response.status, code):
+                    if response.status == 403 and self._refused_cached_credentials():
+                        continue
                     raise translate(error, what) from error
                 failure = response.error or error
             failures += 1
@@ -263,6 +270,8 @@ class LeanS3:
                     code = http1.error_code(response)
                     error = status_error(response.status, code, failures)
                     if not retryable(response.status, code):
+                        if response.status == 403 and self._refused_cached_credentials():
+                            continue
                         raise translate(error, what) from error
                     failure = error
             failures = await after_attempt(

@@ -80,6 +80,7 @@ def chain_env(home: Path, **extra: str) -> dict[str, str]:
     """An environment with no AWS keys, no shared files and no instance metadata: only
     the credential source a test adds."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.pop("XDG_RUNTIME_DIR", None)  # the credential cache goes under HOME: one per test
     env.update(
         HOME=str(home),
         AWS_CONFIG_FILE=str(home / "no-config"),
@@ -366,27 +367,58 @@ def test_container_credentials_keep_aiobotocore_out(
     write_config: Callable[..., str],
     tmp_path: Path,
 ) -> None:
-    """A backup and a restore with container credentials import neither aiobotocore nor
-    aiohttp: the chain is botocore's resolver, the calls are the lean path's."""
-    plugin = make_plugin(without_keys(moto.plugin_options(moto_bucket)), write_config, tmp_path)
+    """With container credentials a backup and a restore import neither aiobotocore nor
+    aiohttp: the chain is botocore's resolver, the calls are the lean path's. The
+    restore, a later process, takes the credentials from the cache and imports no
+    botocore chain at all; with credential_cache off it resolves its own."""
+    options = without_keys(moto.plugin_options(moto_bucket))
+    plugin = make_plugin(options, write_config, tmp_path)
+    uncached = make_plugin({**options, "credential_cache": "off"}, write_config, tmp_path, "u.yaml")
     env = chain_env(
         tmp_path, AWS_CONTAINER_CREDENTIALS_FULL_URI=f"{credential_server.url}/container"
     )
     data = bytes(range(256)) * 40
-    for command in ("backup_data", "restore_data"):
+    runs = [(plugin, "backup_data", 1), (plugin, "restore_data", 1), (uncached, "restore_data", 2)]
+    for config, command, fetched in runs:
         stdin = data if command == "backup_data" else b""
-        proc = run(plugin.config, env, command, DATA_KEY, stdin=stdin, importtime=True)
+        proc = run(config.config, env, command, DATA_KEY, stdin=stdin, importtime=True)
         assert proc.returncode == 0, proc.stderr[-2000:]
         imported = {
             line.rsplit("|", 1)[1].strip()
             for line in proc.stderr.decode().splitlines()
             if line.startswith("import time:") and "|" in line
         }
-        assert "botocore.credentials" in imported  # the parse found the chain's imports
+        assert "asyncplug.storage.credentials" in imported  # the parse found the imports
         unwanted = sorted(m for m in imported if m.split(".")[0] in ("aiobotocore", "aiohttp"))
         assert not unwanted, f"{command} imported {unwanted}"
-    assert proc.stdout == data
-    assert credential_server.hits["container"] == 2  # once per process
+        resolved = config is uncached or command == "backup_data"
+        assert ("botocore.credentials" in imported) == resolved, (config, command)
+        assert credential_server.hits["container"] == fetched
+        if command == "restore_data":
+            assert proc.stdout == data
+    cached = list((tmp_path / ".cache" / "asyncplug").iterdir())
+    assert len(cached) == 1 and cached[0].stat().st_mode & 0o777 == 0o600
+
+
+def test_refused_cached_credentials_are_resolved_again(
+    moto: MotoServer,
+    moto_bucket: str,
+    credential_server: CredentialServer,
+    write_config: Callable[..., str],
+    tmp_path: Path,
+) -> None:
+    plugin = make_plugin(without_keys(moto.plugin_options(moto_bucket)), write_config, tmp_path)
+    env = chain_env(
+        tmp_path, AWS_CONTAINER_CREDENTIALS_FULL_URI=f"{credential_server.url}/container"
+    )
+    assert run(plugin.config, env, "backup_data", DATA_KEY, stdin=b"cached").returncode == 0
+    (cache,) = (tmp_path / ".cache" / "asyncplug").iterdir()
+    record = json.loads(cache.read_text())
+    cache.write_text(json.dumps({**record, "secret": "revoked"}))
+    proc = run(plugin.config, env, "restore_data", DATA_KEY)
+    assert proc.returncode == 0 and proc.stdout == b"cached", proc.stderr
+    assert credential_server.hits["container"] == 2
+    assert json.loads(cache.read_text())["secret"] != "revoked"
 
 
 def _profiles(tmp_path: Path, moto: MotoServer, text: str) -> dict[str, str]:
@@ -471,7 +503,7 @@ def test_every_source_of_the_chain_signs_on_the_lean_path(
     assert proc.stdout == data
     kind = {"imds": "imds", "web_identity": "web-identity"}.get(source)
     if kind:
-        assert credential_server.hits[kind] == 2  # once per process
+        assert credential_server.hits[kind] == 1  # the restore found them in the cache
 
 
 def test_no_credentials_anywhere_is_one_line(
