@@ -26,6 +26,7 @@ EVERY_OPTION: dict[str, tuple[Any, Any]] = {
     "remove_duplicate_bucket": ("on", True),
     # AWS in production
     "aws_profile": ("backup-role", "backup-role"),
+    "credential_cache": ("off", False),
     "server_side_encryption": ("AWS:KMS", "aws:kms"),
     "sse_kms_key_id": ("alias/gp-backups", "alias/gp-backups"),
     "sse_customer_key_file": ("/etc/asyncplug/sse-c.key", "/etc/asyncplug/sse-c.key"),
