@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import os
 import threading
 import time
@@ -74,19 +73,12 @@ class CredentialCache:
         self.path = path
 
     @classmethod
-    def for_chain(cls, profile: str, region: str) -> CredentialCache | None:
-        """The cache file of this profile, region and environment; None when there is no
-        directory of the user's own to keep it in."""
+    def for_chain(cls, profile: str, region: str) -> CredentialCache:
+        """The cache file of this profile, region and environment."""
+        import json  # here: a process with static keys does not need it
+
         runtime = os.environ.get("XDG_RUNTIME_DIR", "")
         base = Path(runtime) if runtime and os.path.isdir(runtime) else Path.home() / ".cache"
-        directory = base / "asyncplug"
-        try:
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            info = directory.stat()
-        except OSError:
-            return None
-        if info.st_uid != os.getuid() or info.st_mode & 0o077:
-            return None  # shared with others: keep nothing there
         files = []
         for name, default in (
             ("AWS_CONFIG_FILE", "~/.aws/config"),
@@ -100,11 +92,24 @@ class CredentialCache:
                 files.append((path, 0, -1))
         chain = sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_"))
         material = json.dumps([profile, region, chain, files]).encode()
-        return cls(directory / f"credentials-{hashlib.sha256(material).hexdigest()[:32]}.json")
+        name = f"credentials-{hashlib.sha256(material).hexdigest()[:32]}.json"
+        return cls(base / "asyncplug" / name)
+
+    def _private(self) -> bool:
+        """The directory is the user's alone (else others could plant credentials)."""
+        try:
+            info = self.path.parent.stat()
+        except OSError:
+            return False
+        return info.st_uid == os.getuid() and not info.st_mode & 0o077
 
     def load(self) -> tuple[Credentials, float] | None:
         """(credentials, expiry as epoch seconds) when the file holds a set with more
         than a minute left before the advisory window."""
+        import json
+
+        if not self._private():
+            return None
         try:
             data = json.loads(self.path.read_text())
             token = data["token"]
@@ -117,6 +122,7 @@ class CredentialCache:
         return (found, expiry) if expiry - time.time() > ADVISORY + 60 else None
 
     def save(self, credentials: Credentials, expiry: float) -> None:
+        import json
         import tempfile
 
         record = {
@@ -126,6 +132,9 @@ class CredentialCache:
             "expiry": expiry,
         }
         try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not self._private():
+                return
             fd, name = tempfile.mkstemp(dir=self.path.parent, prefix=".credentials-")  # 0600
             with os.fdopen(fd, "w") as file:
                 json.dump(record, file)

@@ -88,10 +88,11 @@ async def test_resolution_failures_are_plugin_errors(monkeypatch: pytest.MonkeyP
 
 def test_cache_round_trip_and_bounds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cache = CredentialCache.for_chain("p", "r")
-    assert cache is not None and cache.path.parent == tmp_path / ".cache" / "asyncplug"
-    assert cache.path.parent.stat().st_mode & 0o777 == 0o700
+    assert cache.path.parent == tmp_path / ".cache" / "asyncplug"
+    assert cache.load() is None and not cache.path.parent.exists()  # made on the first save
     creds = Credentials("AKID", "secret", "token")
     cache.save(creds, time.time() + 3600)
+    assert cache.path.parent.stat().st_mode & 0o777 == 0o700
     assert cache.path.stat().st_mode & 0o777 == 0o600
     found = cache.load()
     assert found is not None and found[0] == creds
@@ -103,10 +104,15 @@ def test_cache_round_trip_and_bounds(tmp_path: Path, monkeypatch: pytest.MonkeyP
     other = [CredentialCache.for_chain("q", "r"), CredentialCache.for_chain("p", "s")]
     monkeypatch.setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://127.0.0.1:1/x")
     other.append(CredentialCache.for_chain("p", "r"))
-    assert len({c.path for c in other if c is not None} | {cache.path}) == 4
-    # A directory others can write to is not used.
+    assert len({c.path for c in other} | {cache.path}) == 4
+    # A directory others can write to is neither read nor written.
+    cache.save(creds, time.time() + 3600)
     os.chmod(cache.path.parent, 0o777)
-    assert CredentialCache.for_chain("p", "r") is None
+    assert cache.load() is None
+    cache.save(Credentials("AKID2", "s"), time.time() + 3600)
+    os.chmod(cache.path.parent, 0o700)
+    found = cache.load()
+    assert found is not None and found[0] == creds
 
 
 async def test_cached_credentials_skip_resolution(
