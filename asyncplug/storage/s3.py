@@ -151,7 +151,11 @@ class S3Storage(Storage):
         return await self.boto().abort_uploads(prefix)
 
     async def check_bucket(self, write: bool) -> None:
-        await self.boto().check_bucket(write)
+        try:
+            await self.boto().check_bucket(write)
+        except PluginError as exc:  # the write probe meets the bucket policy first
+            self._explain(exc, f"bucket {self.bucket}")
+            raise
 
     async def close(self) -> None:
         if self.lean is not None:

@@ -220,14 +220,41 @@ async def test_refused_for_missing_encryption_names_the_option(
     extra = {"server_side_encryption": "AES256"} if encrypted else {}
     options = s3_options(seaweed, bucket, endpoint=proxy.endpoint, **extra)
     plugin = make_plugin(options, write_config, tmp_path)
-    proxy.faults = [Fault("PUT", "status", 403, "AccessDenied")]
+    proxy.faults = [Fault("PUT", "status", 403, "AccessDenied") for _ in range(2)]
+    local = str(tmp_path / BACKUP.lstrip("/"))
     try:
-        proc = await asyncio.to_thread(plugin, "backup_data", DATA_KEY, stdin=b"x", check=False)
+        setup = await asyncio.to_thread(
+            plugin, "setup_plugin_for_backup", local, "coordinator", '"-1"', check=False
+        )
+        backup = await asyncio.to_thread(plugin, "backup_data", DATA_KEY, stdin=b"x", check=False)
     finally:
         await proxy.stop()
-    message = one_line_error(proc)
-    assert proc.returncode == 7
-    assert ("set server_side_encryption" in message) == (not encrypted), message
+    for proc in (setup, backup):  # the setup's write probe (aiobotocore), then the lean path
+        message = one_line_error(proc)
+        assert proc.returncode == 7
+        assert ("set server_side_encryption" in message) == (not encrypted), message
+    assert not proxy.faults
+
+
+def test_encryption_options_are_checked_before_any_call(
+    write_config: Callable[..., str], tmp_path: Path
+) -> None:
+    options = {
+        "endpoint": "http://127.0.0.1:9",  # never reached
+        "bucket": "b",
+        "folder": "f",
+        "aws_access_key_id": "a",
+        "aws_secret_access_key": "b",
+    }
+    cases = [
+        ({"sse_kms_key_id": "alias/k"}, "sse_kms_key_id needs server_side_encryption"),
+        ({"sse_customer_key_file": str(tmp_path / "none")}, "cannot read it"),
+        ({"server_side_encryption": "aws:kms", "sse_customer_key_file": __file__}, "exclude"),
+    ]
+    for number, (extra, expected) in enumerate(cases):
+        plugin = make_plugin({**options, **extra}, write_config, tmp_path, f"{number}.yaml")
+        proc = plugin("backup_data", DATA_KEY, stdin=b"x", check=False)
+        assert proc.returncode == 3 and expected in one_line_error(proc)
 
 
 # --- SSE-C (SeaweedFS checks the key) ------------------------------------------------
