@@ -27,6 +27,8 @@ GiB = 1024 * MiB
 COMPRESSIONS = ("none", "zstd", "gzip", "lz4")
 ADDRESSING_STYLES = ("auto", "path", "virtual")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+SSE_MODES = {m.lower(): m for m in ("AES256", "aws:kms", "aws:kms:dsse")}
+UPLOAD_CHECKSUMS = ("crc32c", "md5", "none")
 
 _UNITS = {
     "": 1,
@@ -110,6 +112,21 @@ def parse_text(text: object, name: str) -> str:
     return value
 
 
+def parse_token(text: object, name: str) -> str:
+    """A header-safe word such as STANDARD_IA (it goes into a request header as is)."""
+    value = parse_text(text, name)
+    if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", value):
+        raise ConfigError(f"option {name}: {text!r} is not a valid value")
+    return value
+
+
+def parse_sse(text: object, name: str) -> str:
+    mode = SSE_MODES.get(parse_text(text, name).lower())
+    if mode is None:
+        raise ConfigError(f"option {name}: {text!r} is not one of {', '.join(SSE_MODES.values())}")
+    return mode
+
+
 def parse_folder(text: object, name: str) -> str:
     value = parse_text(text, name).strip("/")
     if not value or any(part in ("", ".", "..") for part in value.split("/")):
@@ -144,6 +161,14 @@ class Config:
     # s3: how requests are addressed and whom TLS trusts (storage/endpoints.py, storage/tls.py)
     addressing_style: str = "auto"
     ca_bundle: str = ""
+    # s3, AWS in production (storage/credentials.py, storage/s3options.py)
+    aws_profile: str = ""  # a profile of the shared config files ("" = AWS_PROFILE/default)
+    credential_cache: bool = True  # temporary credentials shared by the user's processes
+    server_side_encryption: str = ""  # AES256 | aws:kms | aws:kms:dsse ("" = bucket default)
+    sse_kms_key_id: str = ""
+    sse_customer_key_file: str = ""  # SSE-C: a file holding the 256-bit key
+    storage_class: str = ""  # "" = STANDARD (not sent)
+    upload_checksum: str = "crc32c"  # crc32c | md5 | none
     # file
     path: str = ""
     # transfer
@@ -195,6 +220,14 @@ OPTIONS: Mapping[str, Callable[[object, str], Any]] = {
     "remove_duplicate_bucket": parse_switch,
     "addressing_style": parse_choice(ADDRESSING_STYLES),
     "ca_bundle": parse_text,
+    # s3, AWS in production
+    "aws_profile": parse_text,
+    "credential_cache": parse_switch,
+    "server_side_encryption": parse_sse,
+    "sse_kms_key_id": parse_text,
+    "sse_customer_key_file": parse_text,
+    "storage_class": lambda v, n: parse_token(v, n).upper(),
+    "upload_checksum": parse_choice(UPLOAD_CHECKSUMS),
     "path": parse_text,
     "backup_max_concurrent_requests": parse_count,
     "backup_multipart_chunksize": parse_size,

@@ -63,10 +63,10 @@ from asyncplug.storage.s3common import (
     _mask,
     after_attempt,
     check_range,
-    crc_header,
     endpoint_settings,
     translate,
 )
+from asyncplug.storage.s3options import ObjectOptions
 
 _PROBE = b"asyncplug write probe"
 DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys (S3 API reference)
@@ -213,7 +213,7 @@ class BotoUpload(Upload):
         self.key = key
         self.upload_id = upload_id
         self._storage = storage
-        self._parts: dict[int, tuple[str, str]] = {}  # number -> (ETag, CRC32C header)
+        self._parts: dict[int, tuple[str, str]] = {}  # number -> (ETag, CRC32C header or "")
         self._finished = False
 
     def _params(self) -> dict[str, Any]:
@@ -222,28 +222,31 @@ class BotoUpload(Upload):
     async def put_part(self, number: int, offset: int, data: Buffer, crc32c: int) -> None:
         if not 1 <= number <= self._storage.max_parts:
             raise InputError(f"part number {number} is outside 1..{self._storage.max_parts}")
-        checksum = crc_header(crc32c)
+        options = self._storage.options
+        checksum = await options.checksum_params(data, crc32c)
         response = await self._storage.call(
             "upload_part",
             f"upload part {number} of {self._storage.where(self.key)}",
             PartNumber=number,
             Body=body_of(data),
-            ChecksumCRC32C=checksum,
+            **checksum,
+            **options.read_params,
             **self._params(),
         )
-        self._parts[number] = (response["ETag"], checksum)
+        self._parts[number] = (response["ETag"], checksum.get("ChecksumCRC32C", ""))
 
     async def complete(self) -> None:
         if not self._parts:  # S3 needs at least one part: an empty object has one empty part
             await self.put_part(1, 0, b"", 0)
         parts = [
-            {"PartNumber": n, "ETag": etag, "ChecksumCRC32C": checksum}
+            {"PartNumber": n, "ETag": etag, **({"ChecksumCRC32C": checksum} if checksum else {})}
             for n, (etag, checksum) in sorted(self._parts.items())
         ]
         await self._storage.call(
             "complete_multipart_upload",
             f"complete upload of {self._storage.where(self.key)}",
             MultipartUpload={"Parts": parts},
+            **self._storage.options.read_params,
             **self._params(),
         )
         self._finished = True
@@ -269,6 +272,7 @@ class BotoStorage(Storage):
         self.endpoint_url, self.use_ssl, _ = endpoint_settings(config)
         self.trust = tls.trust_for(config)
         self._botocore_config = client_config(config, self.trust)
+        self.options = ObjectOptions(config)
         self._stack: AsyncExitStack | None = None
         self._client: Any = None
         self._lock = asyncio.Lock()
@@ -301,6 +305,8 @@ class BotoStorage(Storage):
                     session = aiobotocore.session.get_session()
                     # A region the lean path was redirected to: no second redirect here.
                     region = endpoints.learnt_region(self.bucket)
+                    if self.config.aws_profile:
+                        session.set_config_variable("profile", self.config.aws_profile)
                     try:
                         client = await stack.enter_async_context(
                             session.create_client(
@@ -355,8 +361,9 @@ class BotoStorage(Storage):
             f"put {self.where(key)}",
             Key=key,
             Body=body_of(data),
-            ChecksumCRC32C=crc_header(crc32c),
             Metadata=user_metadata(metadata),
+            **await self.options.checksum_params(data, crc32c),
+            **self.options.write_params,
         )
 
     async def start_upload(self, key: str, metadata: Mapping[str, str] | None = None) -> Upload:
@@ -364,8 +371,9 @@ class BotoStorage(Storage):
             "create_multipart_upload",
             f"start upload of {self.where(key)}",
             Key=key,
-            ChecksumAlgorithm="CRC32C",
             Metadata=user_metadata(metadata),
+            **self.options.multipart_params,
+            **self.options.write_params,
         )
         return BotoUpload(self, key, response["UploadId"])
 
@@ -385,7 +393,11 @@ class BotoStorage(Storage):
         chunks: list[bytes] = []
         pos, failures = start, 0
         while pos < end:
-            params: dict[str, Any] = {"Key": key, "Range": f"bytes={pos}-{end - 1}"}
+            params: dict[str, Any] = {
+                "Key": key,
+                "Range": f"bytes={pos}-{end - 1}",
+                **self.options.read_params,
+            }
             if etag:
                 params["IfMatch"] = etag  # a resumed read must see the same object
             response = await self.call("get_object", what, **params)
@@ -413,7 +425,9 @@ class BotoStorage(Storage):
         return chunks
 
     async def stat(self, key: str) -> ObjectInfo:
-        response = await self.call("head_object", f"stat {self.where(key)}", Key=key)
+        response = await self.call(
+            "head_object", f"stat {self.where(key)}", Key=key, **self.options.read_params
+        )
         return ObjectInfo(key, int(response["ContentLength"]), dict(response.get("Metadata", {})))
 
     async def list(self, prefix: str) -> AsyncIterator[ObjectInfo]:

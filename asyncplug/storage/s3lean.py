@@ -7,8 +7,9 @@ botocore's signer in the tests), one write and one header parse.
 
 Calls: HeadObject, ranged GetObject, PutObject, CreateMultipartUpload, UploadPart,
 CompleteMultipartUpload, AbortMultipartUpload. Every other call, and any call when a
-proxy is configured or credentials come from the AWS credential chain, goes through
-aiobotocore (s3boto.py); the facade in s3.py decides.
+proxy is configured, goes through aiobotocore (s3boto.py); the facade in s3.py decides.
+Credentials are static keys, or come from the AWS chain through botocore's resolver
+(credentials.py), refreshed before they expire.
 
 Retries match botocore's standard mode plus our 429 rule: no response (connect
 errors, resets, timeouts), 5xx, 429 and throttling codes are retried with jittered
@@ -22,7 +23,6 @@ region's endpoint (or the configured endpoint), and every later request goes the
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
@@ -34,16 +34,17 @@ from asyncplug.config import Config
 from asyncplug.errors import ObjectNotFound, StorageError
 from asyncplug.storage import endpoints, http1, tls
 from asyncplug.storage.base import Buffer, HttpSource, ObjectInfo, Upload
+from asyncplug.storage.credentials import ChainCredentials
 from asyncplug.storage.retry import backoff
 from asyncplug.storage.s3common import (
     after_attempt,
     check_range,
-    crc_header,
     endpoint_settings,
     retryable,
     status_error,
     translate,
 )
+from asyncplug.storage.s3options import ObjectOptions
 from asyncplug.storage.sigv4 import Credentials, Signer, canonical_query, quote_path
 
 _UPLOAD_ID = re.compile(rb"<UploadId>([^<]{1,1024})</UploadId>")
@@ -57,12 +58,20 @@ Fallback = Callable[[str, int, int, str, "str | None"], Awaitable[list[bytes]]]
 class LeanS3:
     """One bucket's data calls. Keys are full keys; `what` names a call in messages."""
 
-    def __init__(self, config: Config, credentials: Credentials, fallback: Fallback) -> None:
+    def __init__(
+        self, config: Config, credentials: Credentials | ChainCredentials, fallback: Fallback
+    ) -> None:
         self.config = config
+        self.options = ObjectOptions(config)
         self.max_retries = config.max_retries
         region = endpoints.learnt_region(config.bucket) or config.region or "us-east-1"
         self._place(region)
-        self.signer = Signer(endpoints.signing_region(region), lambda: credentials)
+        if isinstance(credentials, ChainCredentials):
+            self.chain: ChainCredentials | None = credentials
+            self.signer = Signer(endpoints.signing_region(region), credentials.current)
+        else:
+            self.chain = None
+            self.signer = Signer(endpoints.signing_region(region), lambda: credentials)
         size = max(config.backup_max_concurrent_requests, config.restore_max_concurrent_requests)
         self.pool = http1.Pool(size + 4, config.request_timeout, self._ssl_context)
         self._fallback = fallback
@@ -134,6 +143,11 @@ class LeanS3:
     def close(self) -> None:
         self.pool.close()
 
+    def _refused_cached_credentials(self) -> bool:
+        """A 403 to credentials from the cache (credentials.py): try again, once, with
+        credentials resolved afresh."""
+        return self.chain is not None and self.chain.discard_cached()
+
     # --- one call, with retries --------------------------------------------------------
 
     def _target(self, key: str, query: str) -> tuple[http1.Target, str]:
@@ -161,6 +175,8 @@ class LeanS3:
         view = _view(body) if body is not None else None
         failures, redirected = 0, False
         while True:
+            if self.chain is not None:
+                await self.chain.ready()
             text = self._headers(method, path, query, headers or {})
             failure: BaseException
             try:
@@ -188,6 +204,8 @@ class LeanS3:
                     response.status, code, failures, operation, response.headers, region
                 )
                 if response.error is None and not retryable(response.status, code):
+                    if response.status == 403 and self._refused_cached_credentials():
+                        continue
                     raise translate(error, what) from error
                 failure = response.error or error
             failures += 1
@@ -205,7 +223,7 @@ class LeanS3:
 
         def request(start: int, end: int, etag: str | None) -> bytes:
             target, path = self._target(key, "")  # after a redirect: signed for the new region
-            headers = {"range": f"bytes={start}-{end - 1}"}
+            headers = {"range": f"bytes={start}-{end - 1}", **self.options.read_headers}
             if etag:
                 headers["if-match"] = etag
             return http1.request_head("GET", target, self._headers("GET", path, "", headers))
@@ -215,7 +233,9 @@ class LeanS3:
     # --- the calls ---------------------------------------------------------------------
 
     async def stat(self, key: str, what: str) -> ObjectInfo:
-        response = await self.send("HEAD", key, what, "HeadObject")
+        response = await self.send(
+            "HEAD", key, what, "HeadObject", headers=self.options.read_headers
+        )
         length = response.headers.get("content-length", "")
         if not length.isdigit():
             raise StorageError(f"{what}: no Content-Length in the response")
@@ -229,13 +249,21 @@ class LeanS3:
     async def put(
         self, key: str, data: Buffer, crc32c: int, metadata: Mapping[str, str] | None, what: str
     ) -> None:
-        headers = {"x-amz-checksum-crc32c": crc_header(crc32c), **_meta_headers(metadata)}
+        headers = {
+            **await self.options.checksum_headers(data, crc32c),
+            **self.options.write_headers,
+            **_meta_headers(metadata),
+        }
         await self.send("PUT", key, what, "PutObject", headers=headers, body=data)
 
     async def start_upload(
         self, key: str, metadata: Mapping[str, str] | None, what: str
     ) -> LeanUpload:
-        headers = {"x-amz-checksum-algorithm": "CRC32C", **_meta_headers(metadata)}
+        headers = {
+            **self.options.multipart_headers,
+            **self.options.write_headers,
+            **_meta_headers(metadata),
+        }
         response = await self.send(
             "POST", key, what, "CreateMultipartUpload", {"uploads": ""}, headers
         )
@@ -253,10 +281,12 @@ class LeanS3:
         pos, failures, etag, redirected = start, 0, None, False
         while pos < end:
             target, path = self._target(key, "")
-            headers = {"range": f"bytes={pos}-{end - 1}"}
+            headers = {"range": f"bytes={pos}-{end - 1}", **self.options.read_headers}
             if etag:
                 headers["if-match"] = etag  # a resumed read must see the same object
             failure: BaseException | None = None
+            if self.chain is not None:
+                await self.chain.ready()
             try:
                 response, conn = await self.pool.request(
                     "GET",
@@ -289,6 +319,8 @@ class LeanS3:
                         response.status, code, failures, "GetObject", response.headers, region
                     )
                     if not retryable(response.status, code):
+                        if response.status == 403 and self._refused_cached_credentials():
+                            continue
                         raise translate(error, what) from error
                     failure = error
             failures = await after_attempt(
@@ -302,25 +334,26 @@ class LeanUpload(Upload):
         self.key = key
         self.upload_id = upload_id
         self._s3 = s3
-        self._parts: dict[int, tuple[str, str]] = {}  # number -> (ETag, CRC32C header)
+        self._parts: dict[int, tuple[str, str]] = {}  # number -> (ETag, CRC32C header or "")
         self._finished = False
         self.where = f"s3://{s3.config.bucket}/{key}"
 
     async def put_part(self, number: int, offset: int, data: Buffer, crc32c: int) -> None:
-        checksum = crc_header(crc32c)
+        options = self._s3.options
+        headers = {**await options.checksum_headers(data, crc32c), **options.read_headers}
         response = await self._s3.send(
             "PUT",
             self.key,
             f"upload part {number} of {self.where}",
             "UploadPart",
             {"partNumber": str(number), "uploadId": self.upload_id},
-            {"x-amz-checksum-crc32c": checksum},
+            headers,
             data,
         )
         etag = response.headers.get("etag")
         if not etag:
             raise StorageError(f"upload part {number} of {self.where}: no ETag in the response")
-        self._parts[number] = (etag, checksum)
+        self._parts[number] = (etag, headers.get("x-amz-checksum-crc32c", ""))
 
     async def complete(self) -> None:
         if not self._parts:  # S3 needs at least one part: an empty object has one empty part
@@ -329,7 +362,8 @@ class LeanUpload(Upload):
 
         body = "".join(
             f"<Part><PartNumber>{n}</PartNumber><ETag>{escape(etag)}</ETag>"
-            f"<ChecksumCRC32C>{checksum}</ChecksumCRC32C></Part>"
+            + (f"<ChecksumCRC32C>{checksum}</ChecksumCRC32C>" if checksum else "")
+            + "</Part>"
             for n, (etag, checksum) in sorted(self._parts.items())
         )
         document = f"<CompleteMultipartUpload>{body}</CompleteMultipartUpload>".encode()
@@ -339,7 +373,7 @@ class LeanUpload(Upload):
             f"complete upload of {self.where}",
             "CompleteMultipartUpload",
             {"uploadId": self.upload_id},
-            {"content-type": "application/xml"},
+            {"content-type": "application/xml", **self._s3.options.read_headers},
             document,
         )
         self._finished = True
@@ -435,15 +469,3 @@ def _range_sink(pos: int, end: int, what: str) -> http1.Sink:
         return _error_body(response, length_text or "")
 
     return sink
-
-
-def static_credentials(config: Config) -> Credentials | None:
-    """Keys from the config, else from the environment (botocore's first two sources);
-    None when the credential chain must be asked (profiles, instance roles, SSO)."""
-    if config.aws_access_key_id and config.aws_secret_access_key:
-        return Credentials(config.aws_access_key_id, config.aws_secret_access_key)
-    key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
-    if key and secret:
-        token = os.environ.get("AWS_SESSION_TOKEN") or os.environ.get("AWS_SECURITY_TOKEN")
-        return Credentials(key, secret, token or None)
-    return None

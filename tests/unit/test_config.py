@@ -26,6 +26,14 @@ EVERY_OPTION: dict[str, tuple[Any, Any]] = {
     "remove_duplicate_bucket": ("on", True),
     "addressing_style": ("Virtual", "virtual"),
     "ca_bundle": ("/etc/ssl/corp-ca.pem", "/etc/ssl/corp-ca.pem"),
+    # AWS in production
+    "aws_profile": ("backup-role", "backup-role"),
+    "credential_cache": ("off", False),
+    "server_side_encryption": ("AWS:KMS", "aws:kms"),
+    "sse_kms_key_id": ("alias/gp-backups", "alias/gp-backups"),
+    "sse_customer_key_file": ("/etc/asyncplug/sse-c.key", "/etc/asyncplug/sse-c.key"),
+    "storage_class": ("standard_ia", "STANDARD_IA"),
+    "upload_checksum": ("MD5", "md5"),
     "path": ("/mnt/backups", "/mnt/backups"),
     "backup_max_concurrent_requests": ("12", 12),
     "backup_multipart_chunksize": ("500MB", 500_000_000),
@@ -178,3 +186,18 @@ def test_readme_documents_every_option_with_its_default() -> None:
             assert OPTIONS[name](shown.strip("`"), name) == value, name
         elif shown == "—":
             assert value == "", name
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({**S3, "server_side_encryption": "aes"}, "is not one of AES256, aws:kms, aws:kms:dsse"),
+        ({**S3, "storage_class": "STANDARD IA"}, "option storage_class: 'STANDARD IA' is not a"),
+        ({**S3, "storage_class": "X\r\nHost: y"}, "option storage_class: "),
+        ({**S3, "upload_checksum": "sha1"}, "'sha1' is not one of crc32c, md5, none"),
+        ({**S3, "aws_profile": ""}, "option aws_profile: must not be empty"),
+    ],
+)
+def test_aws_option_mistakes(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        build_config(options)
