@@ -23,6 +23,7 @@ from asyncplug import API_VERSION, __version__
 from asyncplug import log as logfile
 from asyncplug.config import load_config
 from asyncplug.errors import Interrupted, PluginError, UsageError, exit_code_for
+from asyncplug.redact import secret_values
 from asyncplug.signals import Watcher
 
 T = TypeVar("T")
@@ -135,6 +136,7 @@ def run(argv: Sequence[str], watcher: Watcher | None = None) -> int:
         call = _bind(name, command, args[1:])
         config = load_config(args[1])
         logfile.configure(config.log_dir, config.log_level)
+        logfile.hide(secret_values(config))
         configured = True
         logfile.log.debug("%s options: %s", name, config.redacted())
         moved = run_async(_guarded(name, command, lambda: call(config), watcher))

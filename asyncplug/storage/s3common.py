@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import re
 import sys
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -27,6 +26,7 @@ from asyncplug.errors import (
     PluginError,
     StorageError,
 )
+from asyncplug.redact import mask_url
 from asyncplug.storage.retry import backoff
 
 
@@ -52,7 +52,6 @@ _INTEGRITY_CODES = {
     "InvalidChecksum", "InvalidPart", "InvalidPartOrder", "PreconditionFailed",
     "IncompleteBody",
 }  # fmt: skip
-_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^@\s]*@")
 _RANGE_CODES = {"InvalidRange", "416"}
 # botocore follows S3's region redirects itself; the lean path says what to fix instead.
 _REGION_CODES = {"PermanentRedirect", "AuthorizationHeaderMalformed", "301", "307"}
@@ -64,7 +63,7 @@ _BUSY_CODES = {
 
 def _mask(url: object) -> str:
     """A URL without user:password (proxies may carry them)."""
-    return _USERINFO.sub(r"\1", str(url))
+    return mask_url(url)
 
 
 def _client_error(exc: bce.ClientError, what: str) -> PluginError:
@@ -218,8 +217,8 @@ def endpoint_settings(config: Config) -> tuple[str | None, bool, str]:
             url = urlunsplit(parts._replace(path=path[: -len(config.bucket)].rstrip("/")))
         else:
             raise ConfigError(
-                f"remove_duplicate_bucket is on but endpoint {config.endpoint} does not name "
-                f"bucket {config.bucket}"
+                f"remove_duplicate_bucket is on but endpoint {mask_url(config.endpoint)} does not "
+                f"name bucket {config.bucket}"
             )
     return url, use_ssl, style
 
