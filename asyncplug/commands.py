@@ -62,10 +62,12 @@ def location(config: Config, key: str) -> str:
 
 
 async def setup_plugin_for_backup(config: Config, hook: Hook) -> int:
-    """Config is already valid here. Probe the bucket once per host: write and delete a
-    small object, so that a host with a missing NFS mount, other credentials (instance
-    roles) or no route to the endpoint fails before the backup starts. Segment scope
-    does nothing: a host runs it once per segment."""
+    """Config is already valid here. Probe the bucket once per host through the calls
+    the data commands make (storage/probe.py: list, write, read back, delete a small
+    object), so that a host with a missing NFS mount, other credentials (instance roles),
+    missing rights, another CA bundle or no route to the endpoint fails before the backup
+    starts, naming what is missing. Segment scope does nothing: a host runs it once per
+    segment."""
     if hook.once_per_host:
         async with open_storage(config) as storage:
             await storage.check_bucket(write=True)
