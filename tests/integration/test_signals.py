@@ -67,6 +67,12 @@ def interrupt(proc: subprocess.Popen[bytes], sig: signal.Signals) -> tuple[int, 
         return code, proc.stderr.read().decode()
 
 
+def pipe_full(fd: int) -> bool:
+    """Within a page of the pipe's capacity (writes not page-aligned leave page ends free)."""
+    waiting = int.from_bytes(fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"), sys.byteorder)
+    return waiting > fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ) - 4096
+
+
 def unfinished_uploads(seaweed: SeaweedServer, bucket: str) -> list[str]:
     response = seaweed.client().list_multipart_uploads(Bucket=bucket)
     return [u["Key"] for u in response.get("Uploads", [])]
@@ -110,12 +116,8 @@ def test_restore_blocked_on_a_full_stdout(
     assert proc.stdout is not None
     out = proc.stdout.fileno()
 
-    def full() -> bool:
-        waiting = fcntl.ioctl(out, termios.FIONREAD, b"\0\0\0\0")
-        return int.from_bytes(waiting, sys.byteorder) >= fcntl.fcntl(out, fcntl.F_GETPIPE_SZ)
-
     try:
-        wait_until(full, "a full stdout pipe")
+        wait_until(lambda: pipe_full(out), "a full stdout pipe")
         time.sleep(0.2)  # the plugin is now blocked in its write (or splice)
         code, err = interrupt(proc, signal.SIGTERM)
     finally:
@@ -250,5 +252,28 @@ def test_a_signal_before_the_command_runs(write_config: Callable[..., str], tmp_
     finally:
         if writer >= 0:
             os.close(writer)
+    assert code == Interrupted.exit_code
+    assert err == "asyncplug: list_directory interrupted by SIGTERM; the listing is incomplete\n"
+
+
+def test_listing_blocked_on_a_full_stdout(write_config: Callable[..., str], tmp_path: Path) -> None:
+    """list_directory writes on the event loop's thread: a full pipe blocks the loop
+    itself, so only the watcher can end it."""
+    store = tmp_path / "store"
+    where = store / "f" / "backups" / TS[:8] / TS
+    where.mkdir(parents=True)
+    for i in range(4000):  # about 200 KB of listing: more than the pipe holds
+        (where / f"gpbackup_{i}_{TS}").write_bytes(b"x")
+    options: dict[str, Any] = {"storage": "file", "path": str(store), "folder": "f"}
+    plugin = make_plugin(options, write_config, tmp_path)
+    proc = plugin.popen("list_directory", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    out = proc.stdout.fileno()
+
+    try:
+        wait_until(lambda: pipe_full(out), "a full stdout pipe")
+        code, err = interrupt(proc, signal.SIGTERM)
+    finally:
+        proc.stdout.close()
     assert code == Interrupted.exit_code
     assert err == "asyncplug: list_directory interrupted by SIGTERM; the listing is incomplete\n"
