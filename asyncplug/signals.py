@@ -13,9 +13,10 @@ sigwait(), which does not depend on the main thread at all:
    watcher prints the same one line and leaves with the same exit status, without
    cleanup (os._exit).
 
-A signal before the command runs (config loading) or after it has been reported
-needs no cleanup: the watcher ends the process at once, or with the status already
-reported.
+A signal before the command runs (config loading) needs no cleanup: the watcher ends
+the process at once. One that comes after the command, while the CLI reports its
+outcome, gets the same grace, then the status already reported and no second line.
+The plugin starts no programs, which would inherit the blocked mask.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from asyncplug.errors import Interrupted
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 # The abort of a multipart upload is one request; 5 s is the bound the caller is promised.
 GRACE = 4.0
+REPORT_TIMEOUT = 0.5
 
 Cancel = Callable[[signal.Signals], object]
 
@@ -98,7 +100,10 @@ class Watcher:
         with self._lock:
             code = self._code
         if code is None:
-            self._report(sig)
+            # stderr may be a full pipe and the log on a hung mount: bound the report too.
+            report = threading.Thread(target=self._report, args=(sig,), daemon=True)
+            report.start()
+            report.join(timeout=REPORT_TIMEOUT)
         os._exit(Interrupted.exit_code if code is None else code)
 
     def _report(self, sig: signal.Signals) -> None:
