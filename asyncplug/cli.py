@@ -99,8 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _watcher(argv: Sequence[str]) -> Watcher:
-    name = argv[0] if argv else ""
-    return Watcher(lambda signame: _interrupted(name or "asyncplug", signame), logfile.log)
+    name = argv[0] if argv and argv[0] in COMMANDS else "asyncplug"
+    return Watcher(lambda signame: _interrupted(name, signame), logfile.log)
 
 
 def run(argv: Sequence[str], watcher: Watcher | None = None) -> int:
