@@ -3,7 +3,7 @@
 Only parsing and dispatch live here, plus the three things every command shares:
 the exit status (errors.exit_code_for), exactly one line on stderr per error (the
 traceback goes to the log), and SIGTERM/SIGINT/SIGHUP cancelling the command so the
-pipelines abort their uploads.
+pipelines abort their uploads (signals.py: within seconds, whatever the loop is doing).
 """
 
 from __future__ import annotations
@@ -17,17 +17,17 @@ import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from types import FrameType
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 from asyncplug import API_VERSION, __version__
 from asyncplug import log as logfile
 from asyncplug.config import load_config
 from asyncplug.errors import Interrupted, PluginError, UsageError, exit_code_for
+from asyncplug.redact import secret_values
+from asyncplug.signals import Watcher
 
 T = TypeVar("T")
 
-SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 USAGE = "usage: asyncplug COMMAND CONFIG_PATH ARGS... (asyncplug --help lists the commands)"
 
 
@@ -83,7 +83,11 @@ HELP = "\n".join(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point."""
-    code = run(sys.argv[1:] if argv is None else argv)
+    args = sys.argv[1:] if argv is None else argv
+    # Started here, not in run(): a signal while stdout is flushed below is honoured too.
+    watcher = _watcher(args)
+    watcher.start()
+    code = run(args, watcher)
     _settle_stdout()
     if code != 0:
         # A pipeline thread may still block on stdin (gpbackup keeps the pipe open);
@@ -94,16 +98,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-def run(argv: Sequence[str]) -> int:
-    """Run one invocation and return its exit status; never raises."""
+def _watcher(argv: Sequence[str]) -> Watcher:
+    name = argv[0] if argv and argv[0] in COMMANDS else "asyncplug"
+    return Watcher(lambda signame: _interrupted(name, signame), logfile.log)
+
+
+def run(argv: Sequence[str], watcher: Watcher | None = None) -> int:
+    """Run one invocation and return its exit status; never raises. Without a watcher
+    (in-process callers) it owns the signals for the duration of the call."""
     args = list(argv)
     name = args[0] if args else ""
     started = time.monotonic()
-    previous = {sig: signal.getsignal(sig) for sig in SIGNALS}
+    own = watcher is None
+    if watcher is None:
+        watcher = _watcher(args)
+        watcher.start()
     configured = False
     try:
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, _raiser(name))  # until the event loop takes over
         if not args:
             raise UsageError(f"no command given; {USAGE}")
         if name in ("-h", "--help", "help"):
@@ -125,16 +136,20 @@ def run(argv: Sequence[str]) -> int:
         call = _bind(name, command, args[1:])
         config = load_config(args[1])
         logfile.configure(config.log_dir, config.log_level)
+        logfile.hide(secret_values(config))
         configured = True
         logfile.log.debug("%s options: %s", name, config.redacted())
-        moved = run_async(_guarded(name, command, lambda: call(config)))
+        moved = run_async(_guarded(name, command, lambda: call(config), watcher))
         _log_done(args, started, moved)
+        watcher.reported(0)
         return 0
     except (Exception, KeyboardInterrupt, asyncio.CancelledError) as exc:
-        return _fail(name, args, exc, started, configured)
+        code = _fail(name, args, exc, started, configured)
+        watcher.reported(code)
+        return code
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        if own:
+            watcher.stop()
 
 
 def _bind(
@@ -178,9 +193,12 @@ def _content_id(values: list[str]) -> int | None:
         raise UsageError(f"content id {values[2]!r} is not an integer") from None
 
 
-async def _guarded(name: str, command: Command, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+async def _guarded(
+    name: str, command: Command, make: Callable[[], Coroutine[Any, Any, T]], watcher: Watcher
+) -> T:
     """Run the command; the first SIGTERM/SIGINT/SIGHUP cancels it (the pipelines abort
-    their multipart uploads on cancellation) and becomes Interrupted."""
+    their multipart uploads on cancellation) and becomes Interrupted. The watcher thread
+    takes the signal and hands it to the loop."""
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     caught: list[str] = []
@@ -190,8 +208,7 @@ async def _guarded(name: str, command: Command, make: Callable[[], Coroutine[Any
             caught.append(sig.name)
             task.cancel()
 
-    for sig in SIGNALS:
-        loop.add_signal_handler(sig, stop, sig)
+    watcher.attach(lambda sig: loop.call_soon_threadsafe(stop, sig))
     try:
         return await make()
     except BaseException as exc:
@@ -200,8 +217,7 @@ async def _guarded(name: str, command: Command, make: Callable[[], Coroutine[Any
             raise Interrupted(_interrupted(name, caught[0])) from exc
         raise
     finally:
-        for sig in SIGNALS:
-            loop.remove_signal_handler(sig)
+        watcher.detach()
 
 
 def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -233,13 +249,6 @@ def _interrupted(name: str, signame: str) -> str:
     return f"{name} interrupted by {signame}" + (f"; {consequence}" if consequence else "")
 
 
-def _raiser(name: str) -> Callable[[int, FrameType | None], NoReturn]:
-    def handler(signum: int, frame: FrameType | None) -> NoReturn:
-        raise Interrupted(_interrupted(name or "asyncplug", signal.Signals(signum).name))
-
-    return handler
-
-
 def _as_plugin_error(name: str, exc: BaseException) -> BaseException:
     """Signals and closed pipes become Interrupted; everything else stays as it is."""
     if isinstance(exc, KeyboardInterrupt):
@@ -252,8 +261,6 @@ def _as_plugin_error(name: str, exc: BaseException) -> BaseException:
 
 
 def _fail(name: str, args: list[str], exc: BaseException, started: float, configured: bool) -> int:
-    for sig in SIGNALS:  # a second signal must not interrupt the report of the first
-        signal.signal(sig, signal.SIG_IGN)
     error = _as_plugin_error(name, exc)
     code = exit_code_for(error)
     path = None if configured else logfile.configure()  # no config: the default log dir

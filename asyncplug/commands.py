@@ -62,10 +62,12 @@ def location(config: Config, key: str) -> str:
 
 
 async def setup_plugin_for_backup(config: Config, hook: Hook) -> int:
-    """Config is already valid here. Probe the bucket once per host: write and delete a
-    small object, so that a host with a missing NFS mount, other credentials (instance
-    roles) or no route to the endpoint fails before the backup starts. Segment scope
-    does nothing: a host runs it once per segment."""
+    """Config is already valid here. Probe the bucket once per host through the calls
+    the data commands make (storage/probe.py: list, write, read back, delete a small
+    object), so that a host with a missing NFS mount, other credentials (instance roles),
+    missing rights, another CA bundle or no route to the endpoint fails before the backup
+    starts, naming what is missing. Segment scope does nothing: a host runs it once per
+    segment."""
     if hook.once_per_host:
         async with open_storage(config) as storage:
             await storage.check_bucket(write=True)
@@ -213,12 +215,14 @@ async def list_directory(config: Config, prefix: str = "", out: TextIO | None = 
 
 async def delete_directory(config: Config, prefix: str) -> int:
     """Delete everything under PREFIX, which must name a directory inside the folder."""
-    if not prefix.strip().strip("\"'/"):
-        raise InputError(
-            "refusing an empty prefix: name a directory inside the folder "
-            f"(give the folder itself, {config.folder!r}, to delete all of it)"
-        )
     where = _directory(config, prefix)
+    if where == _directory(config, "") and not _names_folder(config.folder, prefix):
+        # `.`, `./`, `//`, `./.` all normalize to the folder root: only the folder's own
+        # name may delete all of it, so a stray dot cannot.
+        raise InputError(
+            f"refusing prefix {prefix!r}: it names the whole folder; name a directory inside "
+            f"it (give the folder itself, {config.folder!r}, to delete all of it)"
+        )
     async with open_storage(config) as storage:
         aborted = await storage.abort_uploads(where)
         deleted = await _delete_all(storage, where)
@@ -233,6 +237,13 @@ def _directory(config: Config, prefix: str) -> str:
     """The folder-checked prefix of PREFIX, always ending in '/' (a directory, not a stem)."""
     where = keys.folder_prefix(config.folder, prefix)
     return where if where.endswith("/") else where + "/"
+
+
+def _names_folder(folder: str, prefix: str) -> bool:
+    """PREFIX spells the folder itself (`prod/cluster1`, `./prod/cluster1/`)."""
+    raw = prefix.strip().strip('"').strip("'")
+    parts = [p for p in raw.split("/") if p not in ("", ".")]
+    return bool(parts) and parts == [p for p in folder.split("/") if p not in ("", ".")]
 
 
 async def _first(storage: Storage, prefix: str) -> ObjectInfo | None:

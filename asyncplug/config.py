@@ -198,12 +198,19 @@ class Config:
     backup_plugin_version: str = ""
 
     def redacted(self) -> dict[str, Any]:
-        """The options as a dict with secrets masked, for the log."""
+        """The options as a dict with secrets masked (keys, URL user-info), for the log."""
+        from asyncplug.redact import MASK, mask_url
+
         out = dataclasses.asdict(self)
         for secret in ("aws_secret_access_key", "aws_access_key_id"):
             if out[secret]:
-                out[secret] = "***"
+                out[secret] = MASK
+        for url in ("endpoint", "http_proxy"):
+            out[url] = mask_url(out[url])
         return out
+
+    def __repr__(self) -> str:  # dataclass keeps this one: no secret in any repr
+        return f"Config({', '.join(f'{k}={v!r}' for k, v in self.redacted().items())})"
 
 
 # YAML option name -> parser. One table: the names live here and nowhere else.

@@ -1,8 +1,9 @@
 """The plugin's log file: `<log_dir>/asyncplug_YYYYMMDD.log`, next to gpbackup's own logs.
 
 One line per command (arguments, duration, bytes moved, outcome); tracebacks at
-ERROR; the options only in redacted form. Lines follow gpbackup's gplog layout so
-`grep` habits carry over:
+ERROR; the options only in redacted form. Every line, tracebacks included, goes
+through redact.Redactor (URL user-info, key values); the file is created 0600.
+Lines follow gpbackup's gplog layout so `grep` habits carry over:
 
     20250101:12:00:00 asyncplug:gpadmin:sdw1:012345-[INFO]:-backup_data ... ok ...
 
@@ -21,6 +22,7 @@ import time
 from pathlib import Path
 
 from asyncplug.config import Config
+from asyncplug.redact import Redactor
 
 LOGGER_NAME = "asyncplug"
 DEFAULT_LOG_DIR = Config.log_dir
@@ -42,6 +44,7 @@ class _GplogFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__()
         self._who = f"asyncplug:{_user()}:{socket.gethostname()}"
+        self.redact = Redactor()
 
     def format(self, record: logging.LogRecord) -> str:
         when = time.strftime("%Y%m%d:%H:%M:%S", time.localtime(record.created))
@@ -49,7 +52,7 @@ class _GplogFormatter(logging.Formatter):
         line = f"{when} {who}-[{record.levelname}]:-{record.getMessage()}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
-        return line
+        return self.redact(line)
 
 
 class _QuietFileHandler(logging.FileHandler):
@@ -74,6 +77,7 @@ def configure(log_dir: str = DEFAULT_LOG_DIR, level: str = DEFAULT_LOG_LEVEL) ->
     path = log_path(log_dir)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        _create_private(path)
         handler = _QuietFileHandler(path, encoding="utf-8")
     except OSError:
         log.addHandler(logging.NullHandler())
@@ -81,6 +85,24 @@ def configure(log_dir: str = DEFAULT_LOG_DIR, level: str = DEFAULT_LOG_LEVEL) ->
     handler.setFormatter(_GplogFormatter())
     log.addHandler(handler)
     return path
+
+
+def _create_private(path: Path) -> None:
+    """Create the log file 0600 (it names hosts, buckets and paths); one this user owns
+    from before is made 0600 too."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        if os.fstat(fd).st_uid == os.getuid():
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+def hide(secrets: list[str]) -> None:
+    """Mask these values (keys, tokens, passwords) in every line from now on."""
+    for handler in log.handlers:
+        if isinstance(handler.formatter, _GplogFormatter):
+            handler.formatter.redact = Redactor(secrets)
 
 
 def close() -> None:

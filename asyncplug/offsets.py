@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from asyncplug.errors import InputError
 
 Range = tuple[int, int]
+
+# gprestore writes plain non-negative decimals; int() would also take `1_0` and `+5`,
+# and raises an internal error beyond 4300 digits. 20 digits hold any 64-bit offset.
+MAX_DIGITS = 20
+_NUMBER = re.compile(rf"[0-9]{{1,{MAX_DIGITS}}}")
 
 
 def parse_offsets(text: str, source: str = "offsets file") -> list[Range]:
@@ -14,18 +20,18 @@ def parse_offsets(text: str, source: str = "offsets file") -> list[Range]:
     words = text.split()
     if not words:
         raise InputError(f"{source} is empty")
-    try:
-        numbers = [int(w) for w in words]
-    except ValueError:
-        bad = next(w for w in words if not w.lstrip("-").isdigit())
-        raise InputError(f"{source}: {bad!r} is not an integer") from None
+    bad = next((w for w in words if not _NUMBER.fullmatch(w)), None)
+    if bad is not None:
+        shown = bad if len(bad) <= 40 else bad[:40] + "..."
+        raise InputError(
+            f"{source}: {shown!r} is not an integer (plain decimal digits, at most {MAX_DIGITS})"
+        )
+    numbers = [int(w) for w in words]
     count, values = numbers[0], numbers[1:]
-    if count < 0 or len(values) != 2 * count:
+    if len(values) != 2 * count:
         raise InputError(f"{source}: count {count} does not match {len(values)} offsets")
     ranges = [(values[i], values[i + 1]) for i in range(0, len(values), 2)]
     for start, end in ranges:
-        if start < 0 or end < 0:
-            raise InputError(f"{source}: negative offset in range {start} {end}")
         if end < start:
             raise InputError(f"{source}: range {start} {end} ends before it starts")
     return ranges

@@ -1,11 +1,14 @@
 """Start and stop a real SeaweedFS S3 server on loopback, telemetry off (SPEC §3).
 
 Used by the test fixtures and by the benchmark. Each port P also opens P+10000 for
-gRPC, so ports are chosen below 55000 with a free +10000 twin.
+gRPC, so ports are chosen below 55000 with a free +10000 twin. The server runs with
+identities (`-s3.config`): without one it accepts any request, signed or not, so
+only an identity makes every test check our SigV4 signer on the wire.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -25,6 +28,24 @@ from typing import Any
 HOST = "127.0.0.1"
 ACCESS_KEY = "asyncplug-test"
 SECRET_KEY = "asyncplug-test-secret"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """One SeaweedFS identity: keys and the actions it may take (Admin, Read, Write,
+    List, Tagging; an action may be limited to a bucket as `Read:bucket`)."""
+
+    name: str
+    access_key: str
+    secret_key: str = field(repr=False)
+    actions: tuple[str, ...] = ("Admin", "Read", "Write", "List", "Tagging")
+
+    def document(self) -> dict[str, Any]:
+        keys = {"accessKey": self.access_key, "secretKey": self.secret_key}
+        return {"name": self.name, "credentials": [keys], "actions": list(self.actions)}
+
+
+ADMIN = Identity("asyncplug-test", ACCESS_KEY, SECRET_KEY)
 
 
 def weed_executable() -> str:
@@ -63,6 +84,8 @@ class SeaweedServer:
 
     data_dir: str | None = None
     startup_timeout: float = 60.0
+    # The first identity is the one plugin_options and client use.
+    identities: tuple[Identity, ...] = (ADMIN,)
     endpoint: str = ""
     s3_port: int = 0
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
@@ -73,6 +96,10 @@ class SeaweedServer:
         if self.data_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="asyncplug-weed-")
             self.data_dir = self._tmp.name
+        identities = Path(self.data_dir) / "s3-identities.json"
+        document = {"identities": [i.document() for i in self.identities]}
+        identities.touch(mode=0o600)
+        identities.write_text(json.dumps(document))
         for _ in range(5):
             s3, master, volume, filer = pick_ports()
             self._log = Path(self.data_dir) / "weed.log"
@@ -86,6 +113,7 @@ class SeaweedServer:
                 "-volume.max=5000",
                 f"-s3.port={s3}", f"-master.port={master}",
                 f"-volume.port={volume}", f"-filer.port={filer}",
+                f"-s3.config={identities}",
             ]  # fmt: skip
             with open(self._log, "ab") as log:
                 self._proc = subprocess.Popen(
@@ -129,26 +157,34 @@ class SeaweedServer:
         except client.exceptions.BucketAlreadyExists:
             pass
 
-    def plugin_options(self, bucket: str, folder: str) -> dict[str, Any]:
-        """The plugin options that reach this server (plain http, its static keys)."""
+    @property
+    def identity(self) -> Identity:
+        return self.identities[0]
+
+    def plugin_options(
+        self, bucket: str, folder: str, identity: Identity | None = None
+    ) -> dict[str, Any]:
+        """The plugin options that reach this server (plain http, an identity's keys)."""
+        who = identity or self.identity
         return {
             "endpoint": self.endpoint,
             "bucket": bucket,
             "folder": folder,
-            "aws_access_key_id": ACCESS_KEY,
-            "aws_secret_access_key": SECRET_KEY,
+            "aws_access_key_id": who.access_key,
+            "aws_secret_access_key": who.secret_key,
             "encryption": "off",
         }
 
-    def client(self) -> Any:
+    def client(self, identity: Identity | None = None) -> Any:
         """A synchronous botocore S3 client for test set-up and inspection."""
         import botocore.session
         from botocore.config import Config
 
+        who = identity or self.identity
         session = botocore.session.get_session()
         return session.create_client(
             "s3", endpoint_url=self.endpoint, region_name="us-east-1",
-            aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
+            aws_access_key_id=who.access_key, aws_secret_access_key=who.secret_key,
             config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3}),
         )  # fmt: skip
 

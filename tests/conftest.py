@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from asyncplug.config import Config, build_config
-from bench.seaweed import SeaweedServer
+from bench.seaweed import ADMIN, Identity, SeaweedServer
 
 # No test may reach the instance-metadata address when a config has no keys and
 # botocore walks the credential chain: this machine talks to loopback only.
@@ -20,10 +20,17 @@ os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 
 _bucket_numbers = itertools.count(1)
 
+# Identities with some rights only, for the setup probe's messages. SeaweedFS actions:
+# Read = GetObject/HeadObject, Write = PutObject/DeleteObject/multipart, List = listings.
+READ_LIST = Identity("read-list", "asyncplug-read-list", "read-list-secret", ("Read", "List"))
+WRITE_LIST = Identity("write-list", "asyncplug-write-list", "write-list-secret", ("Write", "List"))
+READ_WRITE = Identity("read-write", "asyncplug-read-write", "read-write-secret", ("Read", "Write"))
+
 
 @pytest.fixture(scope="session")
 def seaweed() -> Iterator[SeaweedServer]:
-    with SeaweedServer() as server:
+    """Every request must be signed with one of these identities' keys (ADMIN by default)."""
+    with SeaweedServer(identities=(ADMIN, READ_LIST, WRITE_LIST, READ_WRITE)) as server:
         yield server
 
 

@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
@@ -53,10 +51,9 @@ from botocore.retries.quota import RetryQuota
 from botocore.retries.standard import ExponentialBackoff, RetryEventAdapter, RetryQuotaChecker
 
 from asyncplug.config import Config
-from asyncplug.crc import crc32c as crc32c_of
-from asyncplug.errors import InputError, ObjectNotFound, PluginError, StorageError
+from asyncplug.errors import AccessDenied, InputError, ObjectNotFound, PluginError, StorageError
 from asyncplug.spool import STEP, SpoolMap, release
-from asyncplug.storage import endpoints, tls
+from asyncplug.storage import endpoints, probe, tls
 from asyncplug.storage.base import Buffer, ObjectInfo, Storage, Upload
 from asyncplug.storage.retry import backoff, backoff_delay
 from asyncplug.storage.s3common import (
@@ -68,7 +65,6 @@ from asyncplug.storage.s3common import (
 )
 from asyncplug.storage.s3options import ObjectOptions
 
-_PROBE = b"asyncplug write probe"
 DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys (S3 API reference)
 _BODY_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 
@@ -455,9 +451,11 @@ class BotoStorage(Storage):
             errors = response.get("Errors", [])
             if errors:
                 bad = errors[0]
-                raise StorageError(
+                code = bad.get("Code", "error")
+                error = AccessDenied if code == "AccessDenied" else StorageError
+                raise error(
                     f"cannot delete {len(errors)} objects, e.g. {self.where(bad.get('Key', '?'))}: "
-                    f"{bad.get('Code', 'error')}"
+                    f"{code}"
                 )
             deleted += len(batch)
         return deleted
@@ -479,15 +477,7 @@ class BotoStorage(Storage):
         return len(uploads)
 
     async def check_bucket(self, write: bool) -> None:
-        what = f"bucket {self.bucket} at {self.endpoint_text}"
-        try:
-            await self.call("head_bucket", what)
-        except ObjectNotFound as exc:  # HeadBucket has no body: a bare 404
-            raise StorageError(f"{what}: the bucket does not exist") from exc
-        if write:
-            probe = f"{self.config.folder}/.asyncplug-probe-{socket.gethostname()}-{os.getpid()}"
-            await self.put(probe, _PROBE, crc32c_of(_PROBE))
-            await self.delete([probe])
+        await probe.check(self, self.config.folder, write)
 
     async def close(self) -> None:
         stack, self._stack, self._client = self._stack, None, None

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import re
 import sys
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -27,6 +26,7 @@ from asyncplug.errors import (
     PluginError,
     StorageError,
 )
+from asyncplug.redact import mask_url
 from asyncplug.storage.endpoints import REDIRECT_STATUSES, addressing, check_region, is_ip
 from asyncplug.storage.retry import backoff
 
@@ -53,7 +53,6 @@ _INTEGRITY_CODES = {
     "InvalidChecksum", "InvalidPart", "InvalidPartOrder", "PreconditionFailed",
     "IncompleteBody",
 }  # fmt: skip
-_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^@\s]*@")
 _RANGE_CODES = {"InvalidRange", "416"}
 # Both paths follow a region redirect once (botocore's S3RegionRedirectorv2, s3lean's
 # _redirect); what is left is reported.
@@ -69,7 +68,7 @@ _BUSY_CODES = {
 
 def _mask(url: object) -> str:
     """A URL without user:password (proxies may carry them)."""
-    return _USERINFO.sub(r"\1", str(url))
+    return mask_url(url)
 
 
 def _client_error(exc: bce.ClientError, what: str) -> PluginError:
@@ -242,7 +241,7 @@ def endpoint_settings(config: Config) -> tuple[str | None, bool, str]:
         style = "path"
     else:
         raise ConfigError(
-            f"remove_duplicate_bucket is on but endpoint {_mask(config.endpoint)} does not "
+            f"remove_duplicate_bucket is on but endpoint {mask_url(config.endpoint)} does not "
             f"name bucket {config.bucket}"
         )
     if chosen != "auto":

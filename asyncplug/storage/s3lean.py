@@ -275,6 +275,10 @@ class LeanS3:
                 return LeanUpload(self, key, unescape(found.group(1).decode("utf-8")))
         raise StorageError(f"{what}: no UploadId in the response")
 
+    async def delete(self, key: str, what: str) -> None:
+        """DeleteObject (a missing key is not an error: S3 answers 204)."""
+        await self.send("DELETE", key, what, "DeleteObject")
+
     async def get_range(self, key: str, start: int, end: int, what: str) -> list[Buffer]:
         """Bytes [start, end) (start < end): Content-Range checked, cut reads resumed."""
         chunks: list[Buffer] = []

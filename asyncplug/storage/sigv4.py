@@ -31,6 +31,10 @@ class Credentials:
     secret_key: str
     token: str | None = None  # session token (STS); sent as x-amz-security-token
 
+    def __repr__(self) -> str:  # dataclass keeps this one: no key in any repr
+        token = "'***'" if self.token else "None"
+        return f"Credentials(access_key='***', secret_key='***', token={token})"
+
 
 def quote_path(path: str) -> str:
     """S3 canonical URI of a raw (not yet encoded) path like "/bucket/my key+é": UTF-8, every

@@ -264,13 +264,36 @@ async def test_delete_directory_refuses_escapes(file_plugin: Plugin, tmp_path: P
     config = build_config({"storage": "file", "path": str(tmp_path / "store"), "folder": FOLDER})
     keys = [f"{FOLDER}/backups/20250101/{TS}/a", "prod/cluster2/b"]
     await put_objects(config, keys)
-    for escape in ("..", "backups/../..", "/etc", "prod/cluster2", "prod", "", "/"):
+    roots = (".", "./", "./.", "//", "/.", "././/", '"."', " . ", "cluster1/..")
+    for escape in ("..", "backups/../..", "/etc", "prod/cluster2", "prod", "", "/", *roots):
         proc = plugin("delete_directory", escape, check=False)
         assert proc.returncode == InputError.exit_code, escape
         assert "refusing" in one_line_error(proc), escape
     assert plugin("list_directory").stdout.decode() == f"{keys[0]}\t1\n"
     async with open_storage(config) as storage:
         assert [o.key async for o in storage.list("prod/cluster2/")] == [keys[1]]
+
+
+async def test_delete_directory_of_the_folder_by_its_name(
+    file_plugin: Plugin, tmp_path: Path
+) -> None:
+    """Every spelling of the folder's own name deletes all of it; `.` did too (exit 0)."""
+    config = build_config({"storage": "file", "path": str(tmp_path / "store"), "folder": FOLDER})
+    for name in (f"./{FOLDER}/.", f"{FOLDER}/", f'"{FOLDER}"'):
+        await put_objects(config, [f"{FOLDER}/backups/20250101/{TS}/a"])
+        file_plugin("delete_directory", name)
+        assert file_plugin("list_directory").stdout == b"", name
+
+
+def test_offsets_numbers_are_plain_decimals(file_plugin: Plugin, tmp_path: Path) -> None:
+    """Checked before storage is touched: exit 4, one line; a 5000-digit number was exit 1."""
+    offsets = tmp_path / "offsets"
+    for text in ("1 0 " + "9" * 5000, "1 0 1_0", "1 +5 10", "1 0 123456789012345678901"):
+        offsets.write_text(text + "\n")
+        proc = file_plugin("restore_data_subset", data_file(tmp_path), str(offsets), check=False)
+        assert proc.returncode == InputError.exit_code, text[:30]
+        assert proc.stdout == b""
+        assert "is not an integer" in one_line_error(proc)
 
 
 async def test_delete_directory(plugin: Plugin, config: Config) -> None:

@@ -34,8 +34,13 @@ def test_spec_examples(text: str, ranges: list[tuple[int, int]]) -> None:
         ("1 1 5 7", "count 1 does not match 3 offsets"),
         ("1 3 ten", "'ten' is not an integer"),
         ("1 3.5 10", "'3.5' is not an integer"),
-        ("1 -3 10", "negative offset"),
-        ("-1", "count -1 does not match"),
+        ("1 -3 10", "'-3' is not an integer"),
+        ("-1", "'-1' is not an integer"),
+        ("1_0", "'1_0' is not an integer"),
+        ("1 +5 10", "'\\+5' is not an integer"),
+        ("1 0x10 20", "'0x10' is not an integer"),
+        ("1 0 \u0663", "is not an integer"),  # an Arabic-Indic digit: int() takes it
+        ("1 0 123456789012345678901", "at most 20"),  # 21 digits
         ("1 10 3", "ends before it starts"),
     ],
 )
@@ -66,3 +71,16 @@ def test_messages_name_the_file(tmp_path: Path) -> None:
     path.write_text("1 3 x\n")
     with pytest.raises(InputError, match=f"offsets file {path}"):
         read_offsets(str(path))
+
+
+def test_numbers_of_twenty_digits_are_the_limit() -> None:
+    assert parse_offsets("1 0 99999999999999999999") == [(0, 10**20 - 1)]
+
+
+def test_a_huge_number_is_an_input_error_with_a_short_message(tmp_path: Path) -> None:
+    """5000 digits made int() raise (its 4300-digit limit) and the CLI exit 1."""
+    path = tmp_path / "offsets"
+    path.write_text("1 0 " + "9" * 5000 + "\n")
+    with pytest.raises(InputError, match=r"is not an integer") as caught:
+        read_offsets(str(path))
+    assert len(str(caught.value)) < 200 + len(str(path))
