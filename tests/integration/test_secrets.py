@@ -18,7 +18,7 @@ import pytest
 from asyncplug.config import build_config
 from asyncplug.errors import AccessDenied, ConfigError, StorageError
 from asyncplug.redact import Redactor, mask_url, secret_values
-from asyncplug.storage.s3lean import static_credentials
+from asyncplug.storage.credentials import static_keys
 from bench.seaweed import SeaweedServer
 from tests.integration.runner import make_plugin
 
@@ -154,11 +154,9 @@ def test_no_secret_in_any_repr(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDENVIRONMENT")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", ENV_SECRET)
     monkeypatch.setenv("AWS_SESSION_TOKEN", TOKEN)
-    env_credentials = static_credentials(
-        build_config({"bucket": "b", "folder": "f", "region": "r"})
-    )
+    env_credentials = static_keys(build_config({"bucket": "b", "folder": "f", "region": "r"}))
     assert env_credentials is not None and env_credentials.token == TOKEN
-    texts = [repr(config), str(config.redacted()), repr(static_credentials(config))]
+    texts = [repr(config), str(config.redacted()), repr(static_keys(config))]
     texts += [repr(env_credentials), str(env_credentials)]
     for text in texts:
         for secret in SECRETS:
