@@ -23,12 +23,13 @@ from typing import Any, NoReturn, TypeVar
 from asyncplug import API_VERSION, __version__
 from asyncplug import log as logfile
 from asyncplug.config import load_config
-from asyncplug.errors import Interrupted, PluginError, UsageError, exit_code_for
+from asyncplug.errors import Interrupted, PluginError, ReaderGone, UsageError, exit_code_for
 
 T = TypeVar("T")
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 USAGE = "usage: asyncplug COMMAND CONFIG_PATH ARGS... (asyncplug --help lists the commands)"
+READER_GONE = 128 + signal.SIGPIPE  # what a shell shows for a death by SIGPIPE
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point."""
     code = run(sys.argv[1:] if argv is None else argv)
     _settle_stdout()
+    if code == READER_GONE:
+        _die_of_sigpipe()
     if code != 0:
         # A pipeline thread may still block on stdin (gpbackup keeps the pipe open);
         # joining it at interpreter exit would hang, so leave once logs are flushed.
@@ -130,6 +133,9 @@ def run(argv: Sequence[str]) -> int:
         moved = run_async(_guarded(name, command, lambda: call(config)))
         _log_done(args, started, moved)
         return 0
+    except ReaderGone as gone:
+        logfile.log.info("%s: %s", shlex.join(args), gone)
+        return READER_GONE
     except (Exception, KeyboardInterrupt, asyncio.CancelledError) as exc:
         return _fail(name, args, exc, started, configured)
     finally:
@@ -288,6 +294,17 @@ def _log_done(args: list[str], started: float, moved: int) -> None:
 def _print(text: str) -> None:
     sys.stdout.write(text)
     sys.stdout.flush()
+
+
+def _die_of_sigpipe() -> NoReturn:
+    """End as `cat` and the Go plugin do when their reader has gone: killed by SIGPIPE,
+    which PostgreSQL's COPY FROM PROGRAM accepts from a program it stopped reading, and
+    which nobody reports as an error (gprestore's helper does not wait for the status)."""
+    sys.stderr.flush()
+    logfile.close()
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGPIPE)
+    os._exit(READER_GONE)  # not reached: the signal ends the process
 
 
 def _settle_stdout() -> None:
