@@ -220,3 +220,12 @@ def test_the_go_plugin_refuses_options_it_does_not_know(
         assert re.search(rf"field {name} not found".encode(), refused.stdout + refused.stderr)
     _, ours = both(lab, {**shared_options, **GO_UNKNOWN}, "extra.yaml")
     plugin(ours, lab.env, "backup_data", str(seg.data_file), stdin=b"x")
+
+    # a compressed backup: the Go plugin gives back the stored bytes, not the stream
+    go, ours = both(lab, shared_options, "plain.yaml")
+    zstd = ours.with_options("asyncplug_zstd.yaml", compression="zstd")
+    lab.configs.append(zstd)
+    data = b"compressed by asyncplug\n" * 10_000
+    plugin(zstd, lab.env, "backup_data", str(seg.data_file), stdin=data)
+    assert plugin(ours, lab.env, "restore_data", str(seg.data_file)).stdout == data
+    assert plugin(go, lab.env, "restore_data", str(seg.data_file)).stdout != data
