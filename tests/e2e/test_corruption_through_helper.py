@@ -59,7 +59,7 @@ def test_a_flipped_byte_fails_the_restore_and_loads_no_wrong_row(
     backend: str,
 ) -> None:
     options = e2e_options(backend)
-    config, _ = lab.config(options)
+    config, log = lab.config(options)
     seg = lab.segment("corrupt")
     assert backup_single_file(lab.pg, "src", seg, lab.tables, config, lab.env).ok
     big = lab.table("public.big_table")
@@ -87,6 +87,8 @@ def test_a_flipped_byte_fails_the_restore_and_loads_no_wrong_row(
         for t in lab.tables
     }
     loaded_wrong = {name: count for name, count in wrong.items() if count}
+    # asyncplug finds the damage either way (README "Exit codes"); the question is when
+    log.wait_for(r"-\[ERROR\]:-restore_data .*: failed after [\d.]+ s, exit 8: ", 1)
     assert not loaded_wrong, f"wrong rows loaded: {loaded_wrong}; helper run: {run}"
     assert not run.ok, "the restore of a corrupt backup was reported as a success"
     assert run.returncode != 0 and run.error_file, run
