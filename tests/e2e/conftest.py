@@ -159,9 +159,12 @@ def lab(lab_session: Lab) -> Iterator[Lab]:
     yield lab_session
     while lab_session.configs:
         lab_session.configs.pop().remove()
-    while lab_session.logs:  # the helper leaves its offsets files in /tmp
-        for offsets in lab_session.logs.pop().offsets_files():
+    # The helper leaves its offsets files in /tmp; the runs without a log_dir log at home.
+    home_log = PluginLog(Path(lab_session.env["HOME"]) / "gpAdminLogs")
+    for log in [*lab_session.logs, home_log]:
+        for offsets in log.offsets_files():
             offsets.unlink(missing_ok=True)
+    lab_session.logs.clear()
 
 
 @pytest.fixture
