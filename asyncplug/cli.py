@@ -17,18 +17,19 @@ import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from asyncplug import API_VERSION, __version__
 from asyncplug import log as logfile
 from asyncplug.config import load_config
-from asyncplug.errors import Interrupted, PluginError, UsageError, exit_code_for
+from asyncplug.errors import Interrupted, PluginError, ReaderGone, UsageError, exit_code_for
 from asyncplug.redact import secret_values
 from asyncplug.signals import Watcher
 
 T = TypeVar("T")
 
 USAGE = "usage: asyncplug COMMAND CONFIG_PATH ARGS... (asyncplug --help lists the commands)"
+READER_GONE = 128 + signal.SIGPIPE  # what a shell shows for a death by SIGPIPE
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     watcher.start()
     code = run(args, watcher)
     _settle_stdout()
+    if code == READER_GONE:
+        _die_of_sigpipe()
     if code != 0:
         # A pipeline thread may still block on stdin (gpbackup keeps the pipe open);
         # joining it at interpreter exit would hang, so leave once logs are flushed.
@@ -143,6 +146,10 @@ def run(argv: Sequence[str], watcher: Watcher | None = None) -> int:
         _log_done(args, started, moved)
         watcher.reported(0)
         return 0
+    except ReaderGone as gone:
+        logfile.log.info("%s: %s", shlex.join(args), gone)
+        watcher.reported(READER_GONE)
+        return READER_GONE
     except (Exception, KeyboardInterrupt, asyncio.CancelledError) as exc:
         code = _fail(name, args, exc, started, configured)
         watcher.reported(code)
@@ -295,6 +302,17 @@ def _log_done(args: list[str], started: float, moved: int) -> None:
 def _print(text: str) -> None:
     sys.stdout.write(text)
     sys.stdout.flush()
+
+
+def _die_of_sigpipe() -> NoReturn:
+    """End as `cat` and the Go plugin do when their reader has gone: killed by SIGPIPE,
+    which PostgreSQL's COPY FROM PROGRAM accepts from a program it stopped reading, and
+    which nobody reports as an error (gprestore's helper does not wait for the status)."""
+    sys.stderr.flush()
+    logfile.close()
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGPIPE)
+    os._exit(READER_GONE)  # not reached: the signal ends the process
 
 
 def _settle_stdout() -> None:

@@ -30,34 +30,30 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 SSE_MODES = {m.lower(): m for m in ("AES256", "aws:kms", "aws:kms:dsse")}
 UPLOAD_CHECKSUMS = ("crc32c", "md5", "none")
 
-_UNITS = {
-    "": 1,
-    "b": 1,
-    "k": 1000,
-    "kb": 1000,
-    "kib": KiB,
-    "m": 1000**2,
-    "mb": 1000**2,
-    "mib": MiB,
-    "g": 1000**3,
-    "gb": 1000**3,
-    "gib": GiB,
-    "t": 1000**4,
-    "tb": 1000**4,
-    "tib": 1024**4,
+# The reference Go plugin reads sizes with go-bytesize: a number (digits and a dot), then
+# a unit in any case, spaces allowed around it; KB, MB, GB... are powers of 1024 and have
+# long names (megabyte, megabytes). The IEC names (MiB) and plain bytes are ours.
+_UNITS: dict[str, int] = {"": 1, "B": 1, "BYTE": 1, "BYTES": 1} | {
+    name: 1024**power
+    for power, (short, long) in enumerate(
+        zip("KMGTPE", ("KILO", "MEGA", "GIGA", "TERA", "PETA", "EXA"), strict=True), start=1
+    )
+    for name in (f"{short}B", f"{long}BYTE", f"{long}BYTES", f"{short}IB")
 }
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+_NUMBER_RE = re.compile(r"[0-9]+\.?[0-9]*|\.[0-9]+")
 
 
 def parse_size(text: object, name: str) -> int:
-    """`500MB`, `64MiB`, `10485760` -> bytes (MB = 10^6, MiB = 2^20, like the Go plugin)."""
-    match = _SIZE_RE.match(str(text))
-    unit = match.group(2).lower() if match else ""
-    if not match or unit not in _UNITS:
+    """A size as the Go plugin reads it (`500MB` = 500 x 2^20, `1.5GB`, `2 megabytes`),
+    or `64MiB`, or whole bytes (`10485760`). Fractions of a byte are dropped, as in Go."""
+    raw = str(text).strip()
+    digits = len(raw) - len(raw.lstrip("0123456789."))  # go-bytesize splits here
+    number, unit = raw[:digits], raw[digits:].strip().upper()
+    if not _NUMBER_RE.fullmatch(number) or unit not in _UNITS or (not unit and "." in number):
         raise ConfigError(
-            f"option {name}: {text!r} is not a size (examples: 500MB, 64MiB, 10485760)"
+            f"option {name}: {text!r} is not a size (examples: 500MB, 1.5GB, 64MiB, 10485760)"
         )
-    value = int(float(match.group(1)) * _UNITS[unit])
+    value = int(float(number) * _UNITS[unit]) if unit else int(number)
     if value <= 0:
         raise ConfigError(f"option {name}: size must be greater than zero, got {text!r}")
     return value
@@ -128,12 +124,16 @@ def parse_sse(text: object, name: str) -> str:
 
 
 def parse_folder(text: object, name: str) -> str:
-    value = parse_text(text, name).strip("/")
-    if not value or any(part in ("", ".", "..") for part in value.split("/")):
+    """The folder as the Go plugin's keys have it: its SDK cleans the request path, so
+    `/prod//cluster1/`, `./prod/cluster1` and `prod/cluster1` are the same folder. `..` is
+    refused (the SDK would resolve it, even out of the bucket), and so is a folder that
+    cleans to nothing (keys at the bucket root)."""
+    parts = [part for part in parse_text(text, name).split("/") if part not in ("", ".")]
+    if not parts or ".." in parts:
         raise ConfigError(
             f"option {name}: {text!r} is not a clean relative folder like prod/cluster1"
         )
-    return value
+    return "/".join(parts)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@
     │   ├── AccessDenied        exit 7   credentials or permissions
     │   └── IntegrityError      exit 8   checksum mismatch, short read, corrupt format
     └── Interrupted             exit 9   SIGTERM / SIGINT / SIGHUP or a closed pipe
+        └── ReaderGone          SIGPIPE  a restore's stdout closed by its reader (a normal end)
 
 Foreign errors (botocore, aiohttp, OSError) are translated in one place,
 `storage.s3.translate` / `storage.fs.translate`, with `raise ... from exc`,
@@ -60,6 +61,12 @@ class IntegrityError(StorageError):
 
 class Interrupted(PluginError):
     exit_code = 9
+
+
+class ReaderGone(Interrupted):
+    """The reader of a restore's stdout closed it before the end: gprestore's helper does
+    so once it has the tables it wants. Not an error: the CLI logs it at INFO and ends by
+    SIGPIPE, as the Go plugin does (README "Exit codes")."""
 
 
 def exit_code_for(exc: BaseException) -> int:

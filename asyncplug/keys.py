@@ -14,13 +14,18 @@ TIMESTAMP_RE = re.compile(r"^\d{14}$")
 
 
 def object_key(folder: str, local_path: str) -> str:
-    """The key of a local backup path: its last four components under the folder."""
-    parts = [p for p in local_path.split("/") if p]
-    if len(parts) < 4:
+    """The key of a local backup path: its last four components under the folder.
+
+    The Go plugin joins the last four `/`-separated fields verbatim and its SDK then
+    cleans the path; gpbackup's paths have no empty, `.` or `..` fields there, and a path
+    that has one is refused rather than stored under a key the Go plugin would not use.
+    """
+    last = local_path.split("/")[-4:]
+    if len(last) < 4 or any(part in ("", ".", "..") for part in last):
         raise InputError(
             f"{local_path!r} is not a gpbackup path (want .../backups/YYYYMMDD/TIMESTAMP/FILE)"
         )
-    return f"{folder}/{'/'.join(parts[-4:])}"
+    return f"{folder}/{'/'.join(last)}"
 
 
 def backup_prefix(folder: str, timestamp: str) -> str:

@@ -24,3 +24,11 @@ def wait_writable(fd: int) -> None:
     poller = select.poll()
     poller.register(fd, select.POLLOUT)
     poller.poll()
+
+
+def reader_gone(fd: int) -> bool:
+    """True when fd is a pipe (or socket) whose other end has closed: POLLERR on the
+    writing end. Tells a closed stdout from an EPIPE of some other file."""
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poller.poll(0))

@@ -36,12 +36,13 @@ from asyncplug.config import Config
 from asyncplug.errors import (
     AccessDenied,
     IntegrityError,
-    Interrupted,
     ObjectNotFound,
     PluginError,
+    ReaderGone,
 )
 from asyncplug.offsets import Range, check_ranges
 from asyncplug.pipeline import frames
+from asyncplug.pipeline.pipes import reader_gone
 from asyncplug.pipeline.ranges import Fetch, Plan, plan_frames, plan_raw
 from asyncplug.pipeline.writer import IOV_MAX, FdWriter
 from asyncplug.storage.base import Buffer, ObjectInfo, Storage
@@ -112,7 +113,9 @@ async def restore_stream(
                   key, written, time.monotonic() - started)  # fmt: skip
         return written
     except BrokenPipeError:
-        raise Interrupted(
+        if not reader_gone(fd):
+            raise
+        raise ReaderGone(
             f"stdout closed by the reader after {writer.written} bytes; restore of {key} stopped"
         ) from None
     finally:

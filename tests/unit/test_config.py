@@ -36,7 +36,7 @@ EVERY_OPTION: dict[str, tuple[Any, Any]] = {
     "upload_checksum": ("MD5", "md5"),
     "path": ("/mnt/backups", "/mnt/backups"),
     "backup_max_concurrent_requests": ("12", 12),
-    "backup_multipart_chunksize": ("500MB", 500_000_000),
+    "backup_multipart_chunksize": ("500MB", 500 * MiB),
     "backup_queue_depth": (3, 3),
     "restore_max_concurrent_requests": (4, 4),
     "restore_multipart_chunksize": ("64MiB", 64 * MiB),
@@ -76,10 +76,44 @@ def test_defaults_need_only_bucket_folder_and_region() -> None:
 
 @pytest.mark.parametrize(
     ("text", "size"),
-    [("500MB", 500_000_000), ("64MiB", 64 * MiB), ("10485760", 10485760), ("1.5GiB", 3 * 2**29)],
+    [
+        # go-bytesize, as the Go plugin reads them: powers of 1024, any case, long names,
+        # decimals (fractions of a byte dropped), spaces around the unit
+        ("500MB", 500 * MiB),
+        ("500mb", 500 * MiB),
+        ("1.5GB", 3 * 2**29),
+        ("2 megabytes", 2 * MiB),
+        ("1 Kilobyte", 1024),
+        (" 8 MB ", 8 * MiB),
+        (".5GB", 2**29),
+        ("1.KB", 1024),
+        ("10.7B", 10),
+        ("3 bytes", 3),
+        ("1TB", 2**40),
+        # ours: IEC names and whole bytes
+        ("64MiB", 64 * MiB),
+        ("1.5GiB", 3 * 2**29),
+        ("10485760", 10485760),
+        (10485760, 10485760),
+    ],
 )
-def test_sizes(text: str, size: int) -> None:
+def test_sizes(text: object, size: int) -> None:
     assert parse_size(text, "backup_multipart_chunksize") == size
+
+
+@pytest.mark.parametrize(
+    ("folder", "clean"),
+    [
+        ("prod/cluster1", "prod/cluster1"),
+        ("backups/", "backups"),
+        ("/prod//cluster1/", "prod/cluster1"),
+        ("./prod/./cluster1", "prod/cluster1"),
+    ],
+)
+def test_folder_is_cleaned_like_the_go_plugins_request_paths(folder: str, clean: str) -> None:
+    """The Go plugin's SDK cleans the request path (tests/e2e/test_go_plugin.py shows the
+    keys it writes), so these folders name the same keys there and here."""
+    assert build_config({**S3, "folder": folder}).folder == clean
 
 
 def test_yaml_on_off_booleans_are_switches() -> None:
@@ -110,10 +144,19 @@ def test_redacted_masks_credentials() -> None:
         ({**S3, "backup_multipart_chunksize": "lots"}, "'lots' is not a size"),
         ({**S3, "restore_multipart_chunksize": "5XB"}, "'5XB' is not a size"),
         ({**S3, "backup_multipart_chunksize": "0"}, "size must be greater than zero"),
+        ({**S3, "backup_multipart_chunksize": "0.1B"}, "size must be greater than zero"),
+        ({**S3, "backup_multipart_chunksize": "1.5"}, "'1.5' is not a size"),
+        ({**S3, "backup_multipart_chunksize": "1e3MB"}, "'1e3MB' is not a size"),
+        ({**S3, "backup_multipart_chunksize": "1.2.3MB"}, "'1.2.3MB' is not a size"),
+        ({**S3, "backup_multipart_chunksize": "-1MB"}, "'-1MB' is not a size"),
+        ({**S3, "backup_multipart_chunksize": "5M"}, "'5M' is not a size"),
+        ({**S3, "backup_multipart_chunksize": "MB"}, "'MB' is not a size"),
         ({**S3, "encryption": "maybe"}, "option encryption: 'maybe' is not on or off"),
         ({**S3, "restore_subset": "sometimes"}, "option restore_subset: 'sometimes' is not on"),
         ({**S3, "bucket_name": "x"}, "unknown option 'bucket_name'"),
         ({**S3, "folder": "a/../b"}, "is not a clean relative folder"),
+        ({**S3, "folder": "../b"}, "is not a clean relative folder"),
+        ({**S3, "folder": "/./"}, "is not a clean relative folder"),
         ({**S3, "storage": "ftp"}, "option storage: 'ftp' is not one of s3, file"),
         ({"storage": "file", "folder": "f"}, "option path is required when storage is file"),
         ({**S3, "backup_max_concurrent_requests": "six"}, "'six' is not a whole number"),

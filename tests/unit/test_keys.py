@@ -37,9 +37,19 @@ def test_object_key_is_the_go_layout(local: str, key: str) -> None:
     assert object_key(FOLDER, local) == key
 
 
-def test_object_key_needs_four_components() -> None:
+@pytest.mark.parametrize(
+    "local",
+    [
+        "/backups/20250101/file",
+        "/data/backups/20250101//20250101123456/f",  # the Go plugin would store .../20250101/...
+        "/data/backups/20250101/20250101123456/",
+        "/data/backups/20250101/./f",
+        "/data/backups/20250101/../f",
+    ],
+)
+def test_object_key_needs_four_plain_components(local: str) -> None:
     with pytest.raises(InputError, match="is not a gpbackup path"):
-        object_key(FOLDER, "/backups/20250101/file")
+        object_key(FOLDER, local)
 
 
 def test_backup_prefix_ends_with_a_slash() -> None:
