@@ -55,7 +55,9 @@ _INTEGRITY_CODES = {
 _USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^@\s]*@")
 _RANGE_CODES = {"InvalidRange", "416"}
 # botocore follows S3's region redirects itself; the lean path says what to fix instead.
-_REGION_CODES = {"PermanentRedirect", "AuthorizationHeaderMalformed", "301", "307"}
+_REGION_CODES = {
+    "PermanentRedirect", "TemporaryRedirect", "AuthorizationHeaderMalformed", "301", "307",
+}  # fmt: skip
 _BUSY_CODES = {
     "SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "Throttling",
     "TooManyRequests", "503", "500", "502", "504", "429",
