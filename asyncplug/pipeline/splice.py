@@ -243,7 +243,7 @@ class _Connection:
         try:
             self.status, self.headers, self.reusable = parse_head(bytes(view[:end]))
         except ValueError as exc:
-            raise Stop("bad status line") from exc
+            raise Stop(f"bad response head: {exc}") from exc
         return view[end + 4 : filled]
 
     def splice(self, pipe: int, count: int, stopped: threading.Event) -> int:

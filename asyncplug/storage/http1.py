@@ -260,7 +260,7 @@ class _Protocol(asyncio.BufferedProtocol):
             self._chunked(extra)
             return
         if len(extra) > want:
-            self._fail(bce.HTTPClientError(error="more bytes than Content-Length"))
+            self._fail(MalformedResponse(endpoint_url=self.endpoint, error="body too long"))
             return
         at = 0
         while at < len(extra):  # the first body bytes came with the head: place them

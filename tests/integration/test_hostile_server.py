@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import os
 import re
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -375,3 +376,34 @@ async def test_a_dead_endpoint_fails_within_the_bound(write_config: Any, tmp_pat
         proc = await run(plugin, "restore_data", data_key())
     message = check_failure(proc, 5)
     assert "no connection for 1.8 s" in message and "cannot connect to endpoint" in message
+
+
+@pytest.mark.parametrize("case", ["head-never-ends", "stall-after-head", "status-2000"])
+async def test_the_splice_path_hands_over_within_its_bound(hostile: HostileS3, case: str) -> None:
+    """restore's zero-copy path (its own sockets) stops at the first byte it cannot take:
+    a head that never ends has a deadline there too."""
+    from asyncplug.pipeline import splice
+    from asyncplug.storage.base import HttpSource
+
+    store_object(hostile)
+    hostile.misbehave["GET"] = RESTORE_CASES[case][0]
+    port = int(hostile.endpoint.rsplit(":", 1)[1])
+
+    def request(start: int, end: int, etag: str | None) -> bytes:
+        return f"GET {OBJECT} HTTP/1.1\r\nRange: bytes={start}-{end - 1}\r\n\r\n".encode()
+
+    read, write = os.pipe()
+    try:
+        splicer = splice.Splicer(
+            HttpSource("127.0.0.1", port, request, 0.5), write, len(DATA), 1, 0.5, False
+        )
+        try:
+            reached = await asyncio.wait_for(
+                asyncio.to_thread(splicer.run, 0, len(DATA)), STALL / 5
+            )
+        finally:
+            splicer.stopped.set()
+        assert reached == 0
+    finally:
+        os.close(read)
+        os.close(write)
