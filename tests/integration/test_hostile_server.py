@@ -279,7 +279,7 @@ async def test_a_good_server_round_trip(
     hostile: HostileS3, write_config: Any, tmp_path: Path
 ) -> None:
     """The baseline the cases below break one way each."""
-    plugin = plugin_for(hostile.endpoint, write_config, tmp_path)
+    plugin = plugin_for(hostile.endpoint, write_config, tmp_path, request_timeout=10)
     assert (await run(plugin, "backup_data", data_key(), stdin=DATA)).returncode == 0
     assert hostile.objects[OBJECT][0] == DATA
     restored = await run(plugin, "restore_data", data_key())
@@ -339,7 +339,7 @@ async def test_an_unsolicited_100_continue_is_skipped(
     hostile: HostileS3, write_config: Any, tmp_path: Path
 ) -> None:
     hostile.misbehave["PUT"] = before(CONTINUE)
-    plugin = plugin_for(hostile.endpoint, write_config, tmp_path)
+    plugin = plugin_for(hostile.endpoint, write_config, tmp_path, request_timeout=10)
     proc = await run(plugin, "backup_data", data_key(), stdin=DATA)
     assert proc.returncode == 0, proc.stderr
     assert hostile.objects[OBJECT][0] == DATA
