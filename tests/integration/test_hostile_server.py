@@ -209,6 +209,10 @@ def error(status: int, code: str, region: str = "eu-west-1") -> bytes:
 
 CHUNKED_200 = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+CHUNKED_206 = (
+    b"HTTP/1.1 206 Partial Content\r\nTransfer-Encoding: chunked\r\n"
+    b"Content-Range: bytes 0-102399/102400\r\n\r\n"
+)
 
 BACKUP_CASES: dict[str, tuple[Misbehaviour, int]] = {
     "chunk-size-negative": (send(CHUNKED_200 + b"-6\r\nabcdef\r\n0\r\n\r\n", "hold"), 5),
@@ -233,6 +237,8 @@ RESTORE_CASES: dict[str, tuple[Misbehaviour, int]] = {
     "body-short-then-close": (edit(short_body), 5),
     "stall-after-head": (edit(stall_after_head, "hold"), 5),
     "content-range-mismatch": (edit(wrong_range), 8),
+    # A chunked GET body goes to aiobotocore (http1 takes Content-Length bodies only).
+    "chunked-get-negative-size": (send(CHUNKED_206 + b"-6\r\nabcdef\r\n0\r\n\r\n", "hold"), 5),
 }
 
 
@@ -322,7 +328,8 @@ async def test_restore_against_a_hostile_server(
     plugin = plugin_for(hostile.endpoint, write_config, tmp_path)
     check_failure(await run(plugin, "restore_data", data_key()), code)
     gets = [target for method, target in hostile.seen if method == "GET"]
-    assert 1 <= len(gets) <= 3  # the splice path's try, then 2 attempts at most
+    # The splice path's try, then 2 attempts at most (of each path, for a chunked body).
+    assert 1 <= len(gets) <= (4 if case.startswith("chunked") else 3)
 
 
 async def test_a_redirect_of_the_head_request_names_the_region_problem(
