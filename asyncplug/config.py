@@ -9,6 +9,7 @@ Unknown options are an error: a typo in a backup config must not pass silently.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -86,7 +87,7 @@ def parse_seconds(text: object, name: str) -> float:
         value = float(str(text).strip())
     except ValueError:
         raise ConfigError(f"option {name}: {text!r} is not a number of seconds") from None
-    if value <= 0:
+    if not 0 < value < math.inf:  # nan and inf too: every wait must end
         raise ConfigError(f"option {name}: must be greater than zero, got {text!r}")
     return value
 
@@ -182,6 +183,7 @@ class Config:
     restore_splice: bool = True  # pipeline/splice.py: whole raw restores over plain http
     max_retries: int = 8
     request_timeout: float = 120.0
+    connect_timeout: float = 10.0  # DNS, TCP and TLS handshake of one connection
     # compression (backup side only: restore reads the format from the object)
     compression: str = "none"
     compression_level: int | None = None
@@ -244,6 +246,7 @@ OPTIONS: Mapping[str, Callable[[object, str], Any]] = {
     "restore_splice": parse_switch,
     "max_retries": lambda v, n: parse_count(v, n, 0, 100),
     "request_timeout": parse_seconds,
+    "connect_timeout": parse_seconds,
     "compression": parse_choice(COMPRESSIONS),
     "compression_level": lambda v, n: parse_count(v, n, -7, 22),
     "compression_workers": lambda v, n: parse_count(v, n, 1, 64),

@@ -32,6 +32,7 @@ import socket
 import stat
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -204,7 +205,7 @@ class _Connection:
     def __init__(self, source: HttpSource, timeout: float) -> None:
         self.timeout = timeout
         try:
-            self.sock = socket.create_connection((source.host, source.port), timeout)
+            self.sock = socket.create_connection((source.host, source.port), source.connect_timeout)
         except OSError as exc:
             raise Stop(f"connecting to {source.host}:{source.port}: {exc}") from exc
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -220,7 +221,10 @@ class _Connection:
         """Parse the status line and headers; returns body bytes received with them."""
         view = memoryview(self._head)
         filled = 0
+        deadline = time.monotonic() + self.timeout  # a head sent a byte at a time ends too
         while True:
+            if time.monotonic() > deadline:
+                raise Stop(f"no whole response head in {self.timeout:g} s")
             self._wait(stopped)
             try:
                 got = self.sock.recv_into(view[filled:])
@@ -239,7 +243,7 @@ class _Connection:
         try:
             self.status, self.headers, self.reusable = parse_head(bytes(view[:end]))
         except ValueError as exc:
-            raise Stop("bad status line") from exc
+            raise Stop(f"bad response head: {exc}") from exc
         return view[end + 4 : filled]
 
     def splice(self, pipe: int, count: int, stopped: threading.Event) -> int:

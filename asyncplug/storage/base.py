@@ -38,6 +38,7 @@ class HttpSource:
     host: str
     port: int
     request: Callable[[int, int, str | None], bytes]  # (start, end, etag) -> signed GET head
+    connect_timeout: float = 10.0  # seconds (the connect_timeout option)
 
 
 class Upload(ABC):

@@ -9,11 +9,18 @@ caller's memoryview (uvloop sends it without a copy). Measured in process, 4
 concurrent 12 MiB GETs from SeaweedFS: 0.43 CPU-s/GiB against 0.87 for aiobotocore.
 
 Only what S3 data calls need: a request with an optional Content-Length body; a
-response with status line, headers, and a Content-Length body (or none: HEAD, 204).
-Anything else on a success (chunked, unknown length) raises Unsupported and the caller
-uses aiobotocore instead. Transport failures are raised as botocore exceptions
-(EndpointConnectionError, ReadTimeoutError, ...) so that the caller maps them through
-the same `translate` table as every other call.
+response with status line, headers, and a Content-Length body (or none: HEAD, 204), or
+a small chunked one. Heads and chunked bodies are parsed strictly (httphead.py); a
+response that breaks the rules drops the connection (MalformedResponse) and the caller
+retries it like a reset. Anything else on a success (unknown length) raises Unsupported
+and the caller uses aiobotocore instead. Transport failures are raised as botocore
+exceptions (EndpointConnectionError, ReadTimeoutError, ...) so that the caller maps them
+through the same `translate` table as every other call.
+
+Every wait ends: a connection is made (DNS, TCP, TLS) within connect_timeout; a request
+fails when `timeout` seconds pass without a request or body byte moving (a response head
+must be whole within it: its bytes are not progress); connections to a host that have all
+failed for 6 connect timeouts in a row raise Unreachable, which the caller does not retry.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import cast
@@ -29,20 +37,34 @@ from urllib.parse import urlsplit
 import botocore.exceptions as bce
 
 from asyncplug.spool import STEP, SpoolMap, release
-from asyncplug.storage.httphead import parse_head
+from asyncplug.storage.httphead import HEAD_LIMIT, ProtocolError, ResponseParser
 
 PIECE = 1024 * 1024  # body buffers, taken as bytes arrive: few writev entries, small RSS
 MAX_SPARE = 64  # recycled pieces kept for reuse (64 MiB at most)
-HEAD_LIMIT = 64 * 1024  # status line + headers
 ERROR_BODY_LIMIT = 64 * 1024  # an S3 error document is a few hundred bytes
 SMALL_BODY = 64 * 1024  # request bodies up to this go out in the same write as the head
 CHUNKED = -1  # a Sink's answer: receive a small chunked body (up to CHUNKED_LIMIT)
-CHUNKED_LIMIT = 1024 * 1024  # S3 sends chunked XML (CompleteMultipartUpload keeps alive)
+DEAD_AFTER = 6  # connect timeouts: a host every connection to which failed for so long is down
 _CODE = re.compile(rb"<Code>([^<]{1,100})</Code>")
 
 
 class Unsupported(Exception):
     """The response is not one this client handles (e.g. chunked): use the slow path."""
+
+
+class MalformedResponse(bce.HTTPClientError):  # type: ignore[misc]  # botocore: no stubs
+    """The response broke HTTP/1.1's rules (httphead.ProtocolError): retried like a reset."""
+
+    fmt = "Malformed HTTP response from {endpoint_url}: {error}"
+
+
+class Unreachable(bce.EndpointConnectionError):  # type: ignore[misc]
+    """Every connection to the host failed for DEAD_AFTER connect timeouts: not retried."""
+
+    fmt = 'No connection to "{endpoint_url}" for {seconds:g} s: {error}'
+
+    def during(self, what: str) -> str:
+        return f"{what} (no connection for {self.kwargs['seconds']:g} s)"
 
 
 @dataclass
@@ -77,16 +99,19 @@ class _Protocol(asyncio.BufferedProtocol):
         self.transport: asyncio.Transport | None = None
         self.head = bytearray(HEAD_LIMIT)
         self.head_fill = 0
+        self.parser = ResponseParser()
+        self.endpoint = ""  # the request's URL, for errors
+        self.chunked = False  # receiving a chunked body (through self.head and the parser)
         self.response: Response | None = None
         self.sink: Sink | None = None
         self.done: asyncio.Future[Response] | None = None
         self.want = 0  # body bytes to receive
         self.piece = 0  # index of the piece being filled
         self.piece_fill = 0
-        self.activity = 0  # bumped on every read: the idle timer compares it
+        self.activity = 0  # bumped on every read: no byte came back while it is 0
+        self.progress = 0  # bumped by request and body bytes (not head bytes): the idle timer
         self.in_body = False  # the head was accepted: a failure now is a cut body
         self.lost = False
-        self.raw: bytearray | None = None  # a chunked body as received, until it is whole
         self.writable: asyncio.Future[None] | None = None  # set while writing is paused
         self.unsent = 0  # bytes of a spooled body not yet written: the request is unfinished
 
@@ -105,7 +130,7 @@ class _Protocol(asyncio.BufferedProtocol):
             self.writable.set_result(None)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        if self.raw is not None:
+        if self.chunked:
             return memoryview(self.head)
         if self.response is None or self.want == self.response.received:
             return memoryview(self.head)[self.head_fill :]
@@ -130,17 +155,18 @@ class _Protocol(asyncio.BufferedProtocol):
             return
         self.activity += 1
         response = self.response
-        if self.raw is not None:
-            self.raw += self.head[:nbytes]
-            self._chunked()
+        if self.chunked:
+            self.progress += 1
+            self._chunked(memoryview(self.head)[:nbytes])
             return
         if response is None or self.want == response.received:
             if self.done is None or self.done.done():
-                self._fail(bce.ConnectionClosedError(endpoint_url=""))  # unsolicited bytes
+                self._fail(self._closed())  # unsolicited bytes
                 return
             self.head_fill += nbytes
             self._parse_head()
             return
+        self.progress += 1
         response.received += nbytes
         self.piece_fill += nbytes
         if self.piece_fill == len(response.pieces[self.piece]):
@@ -150,20 +176,25 @@ class _Protocol(asyncio.BufferedProtocol):
             self._finish()
 
     def eof_received(self) -> bool:
-        self._fail(bce.ConnectionClosedError(endpoint_url=""))
+        self._fail(self._closed())
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         self.resume_writing()  # a paused sender must not wait for ever
-        self._fail(bce.ConnectionClosedError(endpoint_url=""))
+        self._fail(self._closed())
+
+    def _closed(self) -> bce.ConnectionClosedError:
+        return bce.ConnectionClosedError(endpoint_url=self.endpoint)
 
     # --- request/response ----------------------------------------------------------
-    def start(self, head: bytes, body: memoryview | None, sink: Sink) -> asyncio.Future[Response]:
+    def start(
+        self, head: bytes, body: memoryview | None, sink: Sink, endpoint: str
+    ) -> asyncio.Future[Response]:
         assert self.transport is not None
         self.response, self.sink, self.want, self.in_body = None, sink, 0, False
         self.head_fill = self.piece = self.piece_fill = 0
-        self.raw = None
+        self.parser, self.endpoint, self.chunked = ResponseParser(), endpoint, False
         self.unsent = 0
         self.done = asyncio.get_running_loop().create_future()
         if body is None or not body.nbytes:
@@ -189,7 +220,7 @@ class _Protocol(asyncio.BufferedProtocol):
             transport.write(body[written:end])
             written = end
             self.unsent = len(body) - written
-            self.activity += 1  # progress, for the idle timer
+            self.progress += 1
             while self.writable is not None and not self.writable.done() and not self.lost:
                 await self.writable
             released = release(body.obj, released, written - transport.get_write_buffer_size())
@@ -199,18 +230,16 @@ class _Protocol(asyncio.BufferedProtocol):
         return self.transport.get_write_buffer_size() if self.transport is not None else 0
 
     def _parse_head(self) -> None:
-        end = self.head.find(b"\r\n\r\n", 0, self.head_fill)
-        if end < 0:
-            if self.head_fill == len(self.head):
-                self._fail(bce.HTTPClientError(error="response headers too long"))
-            return
+        parser = self.parser
         try:
-            status, headers, reusable = parse_head(bytes(self.head[:end]))
-        except ValueError:
-            self._fail(bce.HTTPClientError(error="bad status line"))
+            end = parser.feed_head(self.head, self.head_fill)
+        except ProtocolError as exc:
+            self._fail(MalformedResponse(endpoint_url=self.endpoint, error=exc))
             return
-        response = Response(status, headers)
-        response.reusable = reusable
+        if end < 0:
+            return
+        response = Response(parser.status, parser.headers)
+        response.reusable = parser.reusable
         self.response = response
         assert self.sink is not None
         try:
@@ -219,16 +248,19 @@ class _Protocol(asyncio.BufferedProtocol):
             self._fail(exc)
             return
         self.want, self.in_body = want, True
-        extra = self.head[end + 4 : self.head_fill]
+        extra = self.head[end : self.head_fill]
         # Empty the head buffer now: get_buffer must never offer a 0-byte buffer (a read
         # into one returns 0, which asyncio's SSL transport takes for EOF).
         self.head_fill = 0
         if want == CHUNKED:
-            self.raw = bytearray(extra)
-            self._chunked()
+            if "chunked" not in response.headers.get("transfer-encoding", ""):
+                self._fail(MalformedResponse(endpoint_url=self.endpoint, error="not chunked"))
+                return
+            self.chunked = True
+            self._chunked(extra)
             return
         if len(extra) > want:
-            self._fail(bce.HTTPClientError(error="more bytes than Content-Length"))
+            self._fail(MalformedResponse(endpoint_url=self.endpoint, error="body too long"))
             return
         at = 0
         while at < len(extra):  # the first body bytes came with the head: place them
@@ -244,21 +276,21 @@ class _Protocol(asyncio.BufferedProtocol):
         if response.received == want:
             self._finish()
 
-    def _chunked(self) -> None:
-        """Finish the response once the chunked body in self.raw is whole."""
-        assert self.raw is not None and self.response is not None
+    def _chunked(self, data: memoryview | bytearray) -> None:
+        """Feed chunked body bytes; finish the response once the body is whole."""
+        assert self.response is not None
         try:
-            body = dechunk(self.raw)
-        except bce.HTTPClientError as exc:
-            self._fail(exc)
+            whole = self.parser.feed_body(data)
+        except ProtocolError as exc:
+            self._fail(MalformedResponse(endpoint_url=self.endpoint, error=exc))
             return
-        if body is None:
-            if len(self.raw) > CHUNKED_LIMIT:
-                self._fail(bce.HTTPClientError(error="chunked body too long"))
+        if not whole:
             return
-        self.raw = None
+        self.chunked = False
+        body = self.parser.body
         self.response.pieces = [body]
         self.want = self.response.received = len(body)
+        self.response.reusable = self.response.reusable and not self.parser.trailing
         self._finish()
 
     def _finish(self) -> None:
@@ -286,29 +318,6 @@ class _Protocol(asyncio.BufferedProtocol):
         self.lost = True
         if self.transport is not None:
             self.transport.abort()
-
-
-def dechunk(raw: bytes | bytearray) -> bytearray | None:
-    """The body of a whole chunked encoding (RFC 9112 section 7.1), None while incomplete."""
-    body, pos = bytearray(), 0
-    while True:
-        eol = raw.find(b"\r\n", pos)
-        if eol < 0:
-            return None
-        size_text = bytes(raw[pos:eol]).split(b";", 1)[0].strip()
-        try:
-            size = int(size_text, 16)
-        except ValueError:
-            raise bce.HTTPClientError(error="bad chunk size") from None
-        pos = eol + 2
-        if size == 0:  # then trailer lines, up to an empty one
-            if raw[pos : pos + 2] == b"\r\n":
-                return body
-            return body if raw.find(b"\r\n\r\n", pos) >= 0 else None
-        if len(raw) < pos + size + 2:
-            return None
-        body += raw[pos : pos + size]
-        pos += size + 2
 
 
 @dataclass(frozen=True)
@@ -347,10 +356,18 @@ def request_head(
 class Pool:
     """Keep-alive connections per (host, port, tls), at most `size` open at once."""
 
-    def __init__(self, size: int, timeout: float, ssl_context: Callable[[], ssl.SSLContext]):
+    def __init__(
+        self,
+        size: int,
+        timeout: float,
+        ssl_context: Callable[[], ssl.SSLContext],
+        connect_timeout: float = 10.0,
+    ):
         self.size = size
-        self.timeout = timeout
+        self.timeout = timeout  # seconds without progress (request_timeout)
+        self.connect_timeout = connect_timeout
         self._ssl_context = ssl_context
+        self._failing: dict[tuple[str, int, bool], float] = {}  # host -> first failed connect
         self._idle: dict[tuple[str, int, bool], list[_Protocol]] = {}
         self._slots = asyncio.Semaphore(size)
         self.opened = 0  # connections made so far (tests count reuse with it)
@@ -385,7 +402,7 @@ class Pool:
         new connection (the server may have closed an idle one).
         """
         head = request_head(method, target, extra_headers, body)
-        await self._slots.acquire()
+        await self._slots.acquire()  # held by requests that end: every wait below is bounded
         try:
             while True:
                 conn, reused = await self._connect(target)
@@ -434,9 +451,12 @@ class Pool:
                 conn.activity = 0
                 return conn, True
         loop = asyncio.get_running_loop()
+        self._check_alive(key, target, None)
+        started = time.monotonic()
         tls = self._ssl_context() if key[2] else None
+        failure: bce.EndpointConnectionError
         try:
-            _, conn = await asyncio.wait_for(
+            _, conn = await asyncio.wait_for(  # DNS, TCP and the TLS handshake
                 loop.create_connection(
                     lambda: _Protocol(self.spare),
                     target.host,
@@ -444,16 +464,32 @@ class Pool:
                     ssl=tls,
                     server_hostname=target.host if tls else None,
                 ),
-                self.timeout,
+                self.connect_timeout,
             )
         except asyncio.TimeoutError:
-            raise bce.ConnectTimeoutError(endpoint_url=target.endpoint) from None
-        except ssl.SSLError as exc:
+            failure = bce.ConnectTimeoutError(endpoint_url=target.endpoint)
+        except ssl.SSLError as exc:  # the host answered
             raise bce.SSLError(endpoint_url=target.endpoint, error=exc) from exc
         except OSError as exc:
-            raise bce.EndpointConnectionError(endpoint_url=target.endpoint, error=exc) from exc
-        self.opened += 1
-        return conn, False
+            failure = bce.EndpointConnectionError(endpoint_url=target.endpoint, error=exc)
+        else:
+            self._failing.pop(key, None)
+            self.opened += 1
+            return conn, False
+        self._failing.setdefault(key, started)
+        self._check_alive(key, target, failure)
+        raise failure
+
+    def _check_alive(
+        self, key: tuple[str, int, bool], target: Target, failure: BaseException | None
+    ) -> None:
+        """Raise Unreachable when every connection to the host has failed for DEAD_AFTER
+        connect timeouts: retrying the calls that need it would only add their backoff."""
+        since = self._failing.get(key)
+        window = DEAD_AFTER * self.connect_timeout
+        if since is not None and time.monotonic() - since >= window:
+            error = failure or "every connection failed"
+            raise Unreachable(endpoint_url=target.endpoint, seconds=window, error=error)
 
     async def _exchange(
         self,
@@ -463,23 +499,25 @@ class Pool:
         sink: Sink,
         target: Target,
     ) -> Response:
-        """The response, or ReadTimeoutError after `timeout` seconds without progress
-        (no byte received and no request byte sent)."""
-        done = conn.start(head, body, sink)
+        """The response, or ReadTimeoutError after `timeout` seconds (checked every quarter
+        of it) without progress: no request byte sent and no body byte received. A head's
+        bytes are not progress, so a head that never ends times out too."""
+        done = conn.start(head, body, sink, target.endpoint)
         sender = None
         if body is not None and body.nbytes > SMALL_BODY and isinstance(body.obj, SpoolMap):
             sender = asyncio.ensure_future(conn.send_spooled(body))
-        seen: tuple[int, int] = (-1, -1)
+        seen, since = (conn.progress, conn.sending()), time.monotonic()
         try:
             while True:
                 try:
-                    return await asyncio.wait_for(asyncio.shield(done), self.timeout)
+                    return await asyncio.wait_for(asyncio.shield(done), self.timeout / 4)
                 except asyncio.TimeoutError:
-                    now = (conn.activity, conn.sending())
-                    if now == seen:
+                    now = (conn.progress, conn.sending())
+                    if now != seen:
+                        seen, since = now, time.monotonic()
+                    elif time.monotonic() - since >= self.timeout:
                         conn.fail(bce.ReadTimeoutError(endpoint_url=target.endpoint))
                         return await done
-                    seen = now
         finally:
             if sender is not None:  # an early answer ends the body too
                 sender.cancel()

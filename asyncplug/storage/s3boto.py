@@ -153,7 +153,7 @@ def client_config(config: Config, trust: tls.Trust | None = None) -> AioConfig:
         # Our own CRC32C header covers integrity; botocore must not CRC bodies on the loop.
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
-        connect_timeout=config.request_timeout,
+        connect_timeout=config.connect_timeout,
         read_timeout=config.request_timeout,
         # botocore's "max_attempts" counts retries only (measured: max_attempts=4 sent 5
         # requests); total_max_attempts counts the first request too.

@@ -57,8 +57,8 @@ _RANGE_CODES = {"InvalidRange", "416"}
 # Both paths follow a region redirect once (botocore's S3RegionRedirectorv2, s3lean's
 # _redirect); what is left is reported.
 _REGION_CODES = {
-    "PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException",
-    "301", "302", "307",
+    "PermanentRedirect", "TemporaryRedirect", "AuthorizationHeaderMalformed",
+    "IllegalLocationConstraintException", "301", "302", "307",
 }  # fmt: skip
 _BUSY_CODES = {
     "SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "Throttling",

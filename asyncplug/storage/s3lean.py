@@ -73,7 +73,9 @@ class LeanS3:
             self.chain = None
             self.signer = Signer(endpoints.signing_region(region), lambda: credentials)
         size = max(config.backup_max_concurrent_requests, config.restore_max_concurrent_requests)
-        self.pool = http1.Pool(size + 4, config.request_timeout, self._ssl_context)
+        self.pool = http1.Pool(
+            size + 4, config.request_timeout, self._ssl_context, config.connect_timeout
+        )
         self._fallback = fallback
         self._tls: ssl.SSLContext | None = None
         self._trust: tls.Trust | None = None
@@ -183,6 +185,8 @@ class LeanS3:
                 response, conn = await self.pool.request(
                     method, target, text, _small_sink(method), view
                 )
+            except http1.Unreachable as exc:  # down for a while: retries would only wait
+                raise translate(exc, exc.during(what)) from exc
             except (bce.BotoCoreError, OSError) as exc:  # no response: connect, reset, timeout
                 refused = tls.certificate_error(exc, what, self.trust)
                 if refused is not None:
@@ -228,7 +232,7 @@ class LeanS3:
                 headers["if-match"] = etag
             return http1.request_head("GET", target, self._headers("GET", path, "", headers))
 
-        return HttpSource(self.host, self.port, request)
+        return HttpSource(self.host, self.port, request, self.config.connect_timeout)
 
     # --- the calls ---------------------------------------------------------------------
 
@@ -301,6 +305,8 @@ class LeanS3:
             except http1.Unsupported:  # e.g. a chunked body: botocore reads it
                 chunks += await self._fallback(key, pos, end, what, etag)
                 return chunks
+            except http1.Unreachable as exc:
+                raise translate(exc, exc.during(what)) from exc
             except (bce.BotoCoreError, OSError) as exc:  # no response: connect, reset, timeout
                 refused = tls.certificate_error(exc, what, self.trust)
                 if refused is not None:

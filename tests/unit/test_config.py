@@ -43,6 +43,7 @@ EVERY_OPTION: dict[str, tuple[Any, Any]] = {
     "restore_splice": ("off", False),
     "max_retries": (0, 0),
     "request_timeout": ("30", 30.0),
+    "connect_timeout": ("2.5", 2.5),
     "compression": ("zstd", "zstd"),
     "compression_level": (3, 3),
     "compression_workers": (4, 4),
@@ -161,6 +162,10 @@ def test_redacted_masks_credentials() -> None:
         ({"storage": "file", "folder": "f"}, "option path is required when storage is file"),
         ({**S3, "backup_max_concurrent_requests": "six"}, "'six' is not a whole number"),
         ({**S3, "compression": "gzip", "compression_level": 12}, "outside 1..9 for gzip"),
+        ({**S3, "connect_timeout": "0"}, "connect_timeout: must be greater than zero"),
+        ({**S3, "connect_timeout": "inf"}, "connect_timeout: must be greater than zero"),
+        ({**S3, "request_timeout": "nan"}, "request_timeout: must be greater than zero"),
+        ({**S3, "connect_timeout": "soon"}, "'soon' is not a number of seconds"),
     ],
 )
 def test_each_mistake_has_its_own_message(options: dict[str, Any], message: str) -> None:

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import botocore.exceptions as bce
 import pytest
 
-from asyncplug.storage import http1, s3lean
+from asyncplug.storage import http1, httphead, s3lean
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -58,6 +58,17 @@ def whole(response: http1.Response) -> int:
     return int(response.headers.get("content-length", "0"))
 
 
+CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+def dechunk(raw: bytes) -> bytes | None:
+    """The body of a whole chunked encoding, None while incomplete."""
+    parser = httphead.ResponseParser()
+    head = bytearray(CHUNKED_HEAD)
+    assert parser.feed_head(head, len(head)) == len(head)
+    return bytes(parser.body) if parser.feed_body(raw) else None
+
+
 @pytest.mark.parametrize(
     ("raw", "body"),
     [
@@ -71,13 +82,7 @@ def whole(response: http1.Response) -> int:
     ],
 )
 def test_dechunk(raw: bytes, body: bytes | None) -> None:
-    result = http1.dechunk(raw)
-    assert (None if result is None else bytes(result)) == body
-
-
-def test_dechunk_refuses_a_bad_size() -> None:
-    with pytest.raises(bce.HTTPClientError):
-        http1.dechunk(b"zz\r\nabc\r\n")
+    assert dechunk(raw) == body
 
 
 async def test_chunked_answer_arrives_whole(
@@ -196,3 +201,95 @@ def test_small_sink(method: str, status: int, headers: dict[str, str], want: int
 def test_small_sink_refuses_what_it_cannot_take(headers: dict[str, str]) -> None:
     with pytest.raises(http1.Unsupported):
         s3lean._small_sink("POST")(http1.Response(200, headers))
+
+
+async def test_interim_responses_before_the_answer_are_skipped(
+    serve: Callable[[Handler], Awaitable[http1.Target]],
+) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 102 Processing\r\n\r\n")
+            await writer.drain()
+            writer.write(b'HTTP/1.1 200 OK\r\nETag: "e"\r\nContent-Length: 0\r\n\r\n')
+
+    target = await serve(handler)
+    pool = http1.Pool(2, 5.0, no_tls)
+    for _ in range(2):  # and the connection is kept
+        response, conn = await pool.request("PUT", target, "", whole, memoryview(b"x" * 10))
+        pool.release(target, conn, response)
+        assert response.status == 200 and response.headers["etag"] == '"e"'
+    assert pool.opened == 1
+    pool.close()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-6\r\nabcdef\r\n0\r\n\r\n",
+        b"HTTP/1.1 100 Continue\r\n\r\n" * 9 + b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 2000 OK\r\nContent-Length: 0\r\n\r\n",
+    ],
+    ids=["negative-chunk", "nine-interim", "status-2000"],
+)
+async def test_a_malformed_response_drops_the_connection(
+    serve: Callable[[Handler], Awaitable[http1.Target]], answer: bytes
+) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(answer)
+        await writer.drain()
+        await reader.read()
+
+    target = await serve(handler)
+    pool = http1.Pool(2, 5.0, no_tls)
+    try:
+        response, conn = await pool.request("POST", target, "", s3lean._small_sink("POST"))
+    except http1.MalformedResponse:
+        pass  # refused in the head
+    else:
+        pool.release(target, conn, response)  # refused in the body: the response says so
+        assert isinstance(response.error, http1.MalformedResponse) and conn.lost
+    assert not any(pool._idle.values())
+    pool.close()
+
+
+async def test_a_request_body_nobody_reads_times_out(
+    serve: Callable[[Handler], Awaitable[http1.Target]],
+) -> None:
+    """Every write has a deadline: a server that takes the head and then reads nothing."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.transport.pause_reading()  # type: ignore[attr-defined]
+        await reader.read()  # returns when the client drops the connection
+
+    target = await serve(handler)
+    pool = http1.Pool(2, 0.3, no_tls)
+    with pytest.raises(bce.ReadTimeoutError):
+        await pool.request("PUT", target, "", whole, memoryview(bytes(64 * 1024 * 1024)))
+    pool.close()
+
+
+async def test_a_host_no_connection_reaches_is_given_up() -> None:
+    """Connections that keep failing (refused here) for 6 connect timeouts: Unreachable,
+    which s3lean does not retry."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # nothing listens there once closed
+    target = http1.Target.of(f"http://127.0.0.1:{port}/b/k")
+    pool = http1.Pool(2, 5.0, no_tls, connect_timeout=0.05)
+    failures = 0
+    for _ in range(1000):
+        try:
+            await pool.request("GET", target, "", whole)
+        except http1.Unreachable as exc:
+            assert "for 0.3 s" in str(exc)
+            break
+        except bce.EndpointConnectionError:
+            failures += 1
+            await asyncio.sleep(0.02)
+    assert 2 <= failures < 1000
+    pool.close()

@@ -67,13 +67,14 @@ def test_client_config() -> None:
             restore_max_concurrent_requests=3,
             max_retries=5,
             request_timeout=30,
+            connect_timeout=4,
             http_proxy="http://proxy:3128",
         )
     )
     assert cfg.max_pool_connections == 14
     assert cfg.retries == {"mode": "standard", "total_max_attempts": 6}
     assert cfg.s3 == {"addressing_style": "path", "payload_signing_enabled": False}
-    assert (cfg.connect_timeout, cfg.read_timeout) == (30, 30)
+    assert (cfg.connect_timeout, cfg.read_timeout) == (4, 30)
     assert cfg.region_name == "us-east-1"
     assert cfg.proxies == {"http": "http://proxy:3128", "https": "http://proxy:3128"}
     assert cfg.request_checksum_calculation == "when_required"
