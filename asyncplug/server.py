@@ -45,8 +45,9 @@ REQUEST_TIMEOUT = 5.0  # a client that connects and sends nothing does not hold 
 START_TIMEOUT = 10.0
 SPARES = 1  # idle workers kept ready; more are forked while all are busy
 MAX_WORKERS = 256
-WORKER_IDLE = 10.0  # seconds an idle worker waits before it leaves
+WORKER_IDLE = IDLE_SECONDS  # an idle worker leaves after as long as the server would
 MAX_REQUESTS = 1000  # then a worker makes way for a fresh one
+THREAD_GRACE = 2.0  # seconds a finished command's threads get to end before reuse
 PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
 # Imported once by the server so that no worker pays for them.
@@ -399,6 +400,9 @@ class Worker:
         os.environ.clear()
         os.environ.update(self.environ)
         time.tzset()
+        for thread in threading.enumerate():  # the pipelines' threads end on their own
+            if thread is not threading.current_thread():
+                thread.join(THREAD_GRACE)
         return threading.active_count() == 1  # a thread left running: do not reuse
 
     def _client_gone(self, signum: int, frame: Any) -> None:

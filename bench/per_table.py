@@ -1,7 +1,7 @@
 """Scenario per_table: many small tables in sequence, as gpbackup's multi-file mode runs them.
 
 Usage:
-    .venv/bin/python -m bench --scenarios per_table [--compare PATH] [--repeat 5]
+    .venv/bin/python -m bench --scenarios per_table [--compare PATH] [--repeat 5] [--size 10KB]
     .venv/bin/python -m bench.per_table [--tables 20] [--size 10KB] [--repeat 5]
         [--compare ../shared/tools/gpbackup_s3_plugin] [--plugin .venv/bin/asyncplug]
 
@@ -13,10 +13,13 @@ then --tables `restore_data` of the same keys (stdout drained and checked). The 
   scope and stopped by cleanup, as gpbackup does;
 - `asyncplug (no server)`: `warm_server: off`, every command a whole Python process;
 - each --compare executable (the reference Go plugin reads the same config file).
-CPU is whole-process user + system from os.wait4 of each command (bench.procs). With
-the warm server a command's work runs in a process the server forks, so the server's
-own CPU over the round (its utime, stime and its reaped workers', from /proc) is
-divided among the round's commands and added: nothing is left out. Wall is each
+Each round is one backup: setup_plugin_for_backup at segment_host scope, the tables,
+cleanup. CPU is whole-process user + system from os.wait4 of each command
+(bench.procs). With the warm server a command's work runs in a worker of the server,
+so the CPU the server and its workers used during the round's commands (from /proc:
+theirs and that of the workers they reaped) is divided among them and added: nothing
+is left out. The server's start (its imports and warm-up, once per backup and host)
+is printed apart. Wall is each
 command's, from start to exit. Prints, per command and way, the medians over rounds
 of the per-table CPU and wall.
 """
@@ -26,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -40,6 +44,7 @@ from bench.seaweed import SeaweedServer
 from bench.targets import COMMON_OPTIONS, write_plugin_config
 from bench.verify import digest_file
 
+NAME = "per_table"  # as `python -m bench --scenarios per_table` names it
 BUCKET = "per-table"
 FOLDER = "per_table"
 STAMP = "20250101123456"
@@ -85,6 +90,7 @@ class Way:
         self.runtime_dir = env.get("ASYNCPLUG_RUNTIME_DIR", "")
         self.cpu: dict[str, list[float]] = {c: [] for c in COMMANDS}
         self.wall: dict[str, list[float]] = {c: [] for c in COMMANDS}
+        self.start_cpu: list[float] = []  # the warm server's start, once per backup and host
 
     def hook(self, name: str, local_dir: str) -> None:
         run = run_child(
@@ -93,8 +99,18 @@ class Way:
         if not run.ok:
             raise RuntimeError(f"{self.name}: {run.failure()}")
 
-    def round(self, keys: list[str], source: str, digest: str) -> None:
+    def round(self, keys: list[str], source: str, digest: str, local_dir: str) -> None:
+        """One backup: setup at segment_host scope, the tables, cleanup."""
+        self.hook("setup_plugin_for_backup", local_dir)
+        try:
+            self.tables(keys, source, digest)
+        finally:
+            self.hook("cleanup_plugin_for_backup", local_dir)
+
+    def tables(self, keys: list[str], source: str, digest: str) -> None:
         pid = server_pid(self.runtime_dir) if self.runtime_dir else 0
+        if pid:
+            self.start_cpu.append(server_cpu(pid))
         for command in COMMANDS:
             before = server_cpu(pid) if pid else 0.0
             runs: list[ChildRun] = []
@@ -109,8 +125,11 @@ class Way:
                 if not run.ok:
                     raise RuntimeError(f"{self.name}: {run.failure()}")
                 runs.append(run)
-            time.sleep(0.2)  # the server reaps the last worker
-            shared = (server_cpu(pid) - before) if pid else 0.0
+            time.sleep(0.2)  # the worker reports its last request to the server
+            try:
+                shared = (server_cpu(pid) - before) if pid else 0.0
+            except OSError:
+                raise RuntimeError(f"{self.name}: the warm server stopped during a round") from None
             self.cpu[command].append((sum(r.cpu_s for r in runs) + shared) / len(runs))
             self.wall[command].append(statistics.median(r.wall_s for r in runs))
 
@@ -141,22 +160,27 @@ def main(argv: list[str] | None = None) -> int:
             ways.append(Way(os.path.basename(path), os.path.abspath(path),
                             gp_config(work, f"cmp{n}", common), dict(os.environ)))  # fmt: skip
         local_dir = f"/data/gpseg0/backups/{STAMP[:8]}/{STAMP}"
-        for way in ways:
-            way.hook("setup_plugin_for_backup", local_dir)
-        try:
-            for r in range(args.repeat):
-                for way in ways:
-                    keys = [
-                        f"{local_dir}/gpbackup_0_{STAMP}_{r}{t:05d}.gz" for t in range(args.tables)
-                    ]
-                    way.round(keys, source, digest)
-                    done = ", ".join(f"{c} {way.cpu[c][-1] * 1000:.1f} ms CPU" for c in COMMANDS)
-                    print(f"round {r + 1}/{args.repeat} {way.name}: {done}", file=sys.stderr)
-        finally:
+        for r in range(args.repeat):
             for way in ways:
-                way.hook("cleanup_plugin_for_backup", local_dir)
+                keys = [f"{local_dir}/gpbackup_0_{STAMP}_{r}{t:05d}.gz" for t in range(args.tables)]
+                way.round(keys, source, digest, local_dir)
+                done = ", ".join(f"{c} {way.cpu[c][-1] * 1000:.1f} ms CPU" for c in COMMANDS)
+                print(f"round {r + 1}/{args.repeat} {way.name}: {done}", file=sys.stderr)
+        shutil.rmtree(runtime, ignore_errors=True)
     print(table(ways, args.tables, size, args.repeat))
     return 0
+
+
+def from_bench(args: argparse.Namespace) -> int:
+    """`python -m bench --scenarios per_table [--size S] [--repeat N] [--compare PATH]`."""
+    if args.scenarios.split(",") != [NAME]:
+        print(f"python -m bench: {NAME} runs alone (--scenarios {NAME})", file=sys.stderr)
+        return 2
+    argv = ["--repeat", str(5 if args.repeat == 1 else args.repeat)]  # the bench default is 1
+    argv += ["--plugin", args.plugin, "--size", args.size or "10KB"]
+    for path in args.compare:
+        argv += ["--compare", path]
+    return main(argv)
 
 
 def gp_config(work: str, name: str, options: dict[str, object]) -> str:
@@ -175,6 +199,10 @@ def table(ways: list[Way], tables: int, size: int, repeat: int) -> str:
         for way in ways:
             cpu, wall = median(way.cpu[command]) * 1000, median(way.wall[command]) * 1000
             lines.append(f"{command:<14} {way.name:<24} {cpu:8.1f} {wall:8.1f}")
+    for way in ways:
+        if way.start_cpu:
+            start = median(way.start_cpu)
+            lines.append(f"warm server start (setup, once per backup and host): {start:.2f} CPU s")
     return "\n".join(lines)
 
 

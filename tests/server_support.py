@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import tempfile
 import time
@@ -32,6 +33,7 @@ class ForkedServer:
     """`run(argv)` runs argv through a server forked (at the first call) from this process."""
 
     def __init__(self, directory: str | None = None, idle: float = 60.0) -> None:
+        self.owned = directory is None  # removed by stop()
         self.directory = directory or private_dir()
         self.path = os.path.join(self.directory, "test.sock")
         self.idle = idle
@@ -68,6 +70,8 @@ class ForkedServer:
 
     def stop(self) -> None:
         if not self.pid:
+            if self.owned:
+                shutil.rmtree(self.directory, ignore_errors=True)
             return
         client.control(client.STOP, self.path)
         if not wait_until(lambda: os.waitpid(self.pid, os.WNOHANG)[0] != 0, 20):
@@ -75,3 +79,5 @@ class ForkedServer:
                 os.kill(self.pid, signal.SIGKILL)
                 os.waitpid(self.pid, 0)
         self.pid = 0
+        if self.owned:
+            shutil.rmtree(self.directory, ignore_errors=True)

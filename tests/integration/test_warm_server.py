@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from asyncplug.config import build_config
 from asyncplug.errors import Interrupted, ObjectNotFound
 from asyncplug.keys import backup_prefix
 from tests.conftest import file_options, s3_options
-from tests.integration.runner import Plugin, make_plugin
+from tests.integration.runner import EXECUTABLE, Plugin, make_plugin
 from tests.integration.test_commands import FOLDER, TS, backup_dir, count_unfinished, data_file
 from tests.server_support import private_dir, wait_until
 
@@ -270,3 +271,43 @@ def test_sigkilled_client_stops_its_work(
     proc.stderr.close()
     nothing_stored(plugin, key, options)
     assert logged_by_worker(plugin, tmp_path)
+
+
+def test_over_ssh_with_a_minimal_environment(
+    write_config: Callable[..., str], tmp_path: Path, runtime: str
+) -> None:
+    """As gpbackup runs it: `ssh host CMD` (no HOME, USER, LANG or TZ), from /, with the
+    host's copy of the config at /tmp/<name>_<nanotime>_<content>."""
+    written = Path(file_plugin(write_config, tmp_path, runtime).config)
+    config = Path(f"/tmp/{written.stem}_{time.time_ns()}_0")
+    config.write_text(written.read_text())
+    env = {"PATH": "/usr/bin:/bin", "ASYNCPLUG_RUNTIME_DIR": runtime}
+    clients = Plugin(str(config), tmp_path / "home")  # only for its list of client pids
+
+    def run(*argv: str, stdin: bytes = b"") -> bytes:
+        with subprocess.Popen(
+            [EXECUTABLE, argv[0], str(config), *argv[1:]],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=env, cwd="/",
+        ) as proc:  # fmt: skip
+            clients.clients.append(proc.pid)
+            out, err = proc.communicate(stdin, timeout=120)
+        assert (proc.returncode, err) == (0, b""), err
+        return out
+
+    try:
+        where = str(backup_dir(tmp_path))
+        run("setup_plugin_for_backup", where, "segment_host")
+        pid = client.control(client.PING, socket_in(runtime))
+        assert pid is not None
+        key = f"{where}/gpbackup_0_{TS}_16384.gz"
+        run("backup_data", key, stdin=b"a table\n")
+        assert run("restore_data", key) == b"a table\n"
+        lines = [ln for p in (tmp_path / "logs").glob("*.log") for ln in p.read_text().splitlines()]
+        done = [ln for ln in lines if f"restore_data {config} {key}: ok, 8 bytes" in ln]
+        assert len(done) == 1
+        assert int(done[0].split("-[INFO]")[0].rsplit(":", 1)[1]) not in clients.clients
+        run("cleanup_plugin_for_backup", where, "segment_host")
+        assert wait_until(lambda: not alive(pid))
+    finally:
+        config.unlink()
