@@ -61,11 +61,13 @@ def private_dir(path: str) -> bool:
 
 
 def encode(argv: list[str], control: bool = False) -> bytes:
-    """The request: protocol, version, package dir, cwd, argv count, argv, environment."""
+    """The request: protocol, version, package dir, cwd, umask, argv count, argv, environment."""
     package = os.path.dirname(os.path.abspath(__file__))
     parts = [PROTOCOL, __version__.encode(), os.fsencode(package)]
     cwd = b"" if control else os.getcwd().encode("utf-8", "surrogateescape")
-    parts += [cwd, str(len(argv)).encode()]
+    mask = os.umask(0o077)
+    os.umask(mask)
+    parts += [cwd, b"%o" % mask, str(len(argv)).encode()]
     parts += [os.fsencode(a) for a in argv]
     parts += [k + b"=" + v for k, v in os.environb.items()]
     body = b"\0".join(parts)

@@ -43,9 +43,8 @@ from asyncplug import __version__, client
 IDLE_SECONDS = 60.0
 REQUEST_TIMEOUT = 5.0  # a client that connects and sends nothing does not hold the server
 START_TIMEOUT = 10.0
-SPARES = 1  # idle workers kept ready; more are forked while all are busy
 MAX_WORKERS = 256
-WORKER_IDLE = IDLE_SECONDS  # an idle worker leaves after as long as the server would
+EXTRA_IDLE = 5.0  # seconds an idle worker beyond the first waits before it leaves
 MAX_REQUESTS = 1000  # then a worker makes way for a fresh one
 THREAD_GRACE = 2.0  # seconds a finished command's threads get to end before reuse
 PACKAGE = os.path.dirname(os.path.abspath(__file__))
@@ -99,25 +98,26 @@ class Request:
     version: str
     package: str
     cwd: str
+    umask: int
     argv: list[str]
     env: dict[str, str]
 
 
 def parse_request(body: bytes) -> Request:
     parts = body.split(b"\0")
-    if len(parts) < 5 or parts[0] != client.PROTOCOL:
+    if len(parts) < 6 or parts[0] != client.PROTOCOL:
         raise ValueError("not an asyncplug request")
-    count = int(parts[4])
-    argv = [os.fsdecode(a) for a in parts[5 : 5 + count]]
+    count = int(parts[5])
+    argv = [os.fsdecode(a) for a in parts[6 : 6 + count]]
     if len(argv) != count:
         raise ValueError("truncated request")
     env: dict[str, str] = {}
-    for item in parts[5 + count :]:
+    for item in parts[6 + count :]:
         name, sep, value = item.partition(b"=")
         if sep:
             env[os.fsdecode(name)] = os.fsdecode(value)
     cwd = parts[3].decode("utf-8", "surrogateescape")
-    return Request(parts[1].decode(), os.fsdecode(parts[2]), cwd, argv, env)
+    return Request(parts[1].decode(), os.fsdecode(parts[2]), cwd, int(parts[4], 8), argv, env)
 
 
 def receive(conn: socket.socket) -> tuple[Request, list[int]]:
@@ -142,14 +142,18 @@ def peer_uid(conn: socket.socket) -> int:
 
 
 class Server:
-    """The supervisor: binds the socket, keeps SPARES idle workers forked, reaps them,
-    and stops when asked, signalled, or idle for `idle` seconds."""
+    """The supervisor: binds the socket, keeps one worker forked and forks another when a
+    connection waits while every worker is busy (commands run side by side: gpbackup
+    runs a table per segment at once), reaps them, and stops when asked, signalled, or
+    idle for `idle` seconds. Extra workers leave after EXTRA_IDLE idle seconds, so that
+    tables in sequence keep going to the same warm worker."""
 
     def __init__(self, path: str, idle: float = IDLE_SECONDS) -> None:
         self.path = path
         self.idle = idle
         self.signature = signature()
         self.workers: dict[int, bool] = {}  # pid -> busy
+        self.first = 0  # the worker that stays while the server runs
         self.stopping = False
         self.listener: socket.socket | None = None
         self.inode = 0
@@ -180,6 +184,8 @@ class Server:
         poller = select.poll()
         poller.register(self.status_r, select.POLLIN)
         poller.register(self.wakeup_r, select.POLLIN)
+        waiting = False  # every worker is busy: the listener is polled for a waiting client
+        ready: set[int] = set()
         last = time.monotonic()
         try:
             while True:
@@ -193,6 +199,13 @@ class Server:
                     last = time.monotonic()
                 elif time.monotonic() - last > self.idle:
                     self.stopping = True
+                all_busy = bool(self.first) and busy == len(self.workers)
+                if waiting and (self.stopping or not all_busy or listener.fileno() in ready):
+                    poller.unregister(listener)
+                    waiting = False
+                    if all_busy and not self.stopping and len(self.workers) < MAX_WORKERS:
+                        self._spawn()  # a client waits and no worker is free
+                        all_busy = False
                 if self.stopping:
                     self._close_listener()
                     if not busy:
@@ -201,11 +214,12 @@ class Server:
                                 os.kill(pid, signal.SIGTERM)
                     if not self.workers:
                         return
-                else:
-                    while len(self.workers) - busy < SPARES and len(self.workers) < MAX_WORKERS:
-                        self._spawn()
-                        busy = sum(self.workers.values())
-                poller.poll(1000)
+                elif not self.first:
+                    self._spawn()
+                elif all_busy and not waiting:
+                    poller.register(listener, select.POLLIN)
+                    waiting = True
+                ready = {fd for fd, _ in poller.poll(1000)}
         finally:
             self._close_listener()
 
@@ -226,13 +240,16 @@ class Server:
         return took
 
     def _spawn(self) -> None:
+        first = not self.first
         pid = os.fork()
         if pid == 0:
             try:
-                Worker(self).run()
+                Worker(self, IDLE_SECONDS if first else EXTRA_IDLE).run()
             finally:
                 os._exit(0)
         self.workers[pid] = False
+        if first:
+            self.first = pid
 
     def _signalled(self, signum: int, frame: Any) -> NoReturn:
         # Killed, not asked: the workers get SIGTERM (PR_SET_PDEATHSIG) and stop.
@@ -259,14 +276,17 @@ class Server:
             if pid == 0:
                 return
             self.workers.pop(pid, None)
+            if pid == self.first:
+                self.first = 0
 
 
 class Worker:
     """A forked, reused process that takes one connection at a time and runs its
     command with the client's fds, directory and environment, as the client would."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, idle: float) -> None:
         assert server.listener is not None
+        self.idle = idle
         self.listener = server.listener
         self.status_w = server.status_w
         self.server_pid = os.getppid()
@@ -293,7 +313,7 @@ class Worker:
         setattr(cli, "load_config", self._load_config(getattr(cli, "load_config")))  # noqa: B009, B010
         waited = 0.0
         served = 0
-        while served < MAX_REQUESTS and waited < WORKER_IDLE:
+        while served < MAX_REQUESTS and waited < self.idle:
             ready = select.select([self.listener], [], [], 1.0)[0]
             try:
                 conn = self.listener.accept()[0] if ready else None
@@ -367,6 +387,7 @@ class Worker:
         os.environ.clear()
         os.environ.update(request.env)
         time.tzset()  # the log's timestamps follow the client's TZ
+        umask = os.umask(request.umask)  # files it creates get the client's permissions
         sys.argv = ["asyncplug", *request.argv]
         real_exit = os._exit
 
@@ -396,6 +417,7 @@ class Worker:
             os._exit = real_exit
         report(code, leaving=code != 0)
         logfile.close()
+        os.umask(umask)
         os.chdir("/")
         os.environ.clear()
         os.environ.update(self.environ)

@@ -2,7 +2,7 @@
 
 Usage:
     .venv/bin/python -m bench --scenarios per_table [--compare PATH] [--repeat 5] [--size 10KB]
-    .venv/bin/python -m bench.per_table [--tables 20] [--size 10KB] [--repeat 5]
+    .venv/bin/python -m bench.per_table [--tables 50] [--size 10KB] [--repeat 5]
         [--compare ../shared/tools/gpbackup_s3_plugin] [--plugin .venv/bin/asyncplug]
 
 Starts a private SeaweedFS on loopback (telemetry off) and, --repeat rounds in
@@ -56,7 +56,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m bench.per_table", description=__doc__.split("\n")[0]
     )
-    p.add_argument("--tables", type=int, default=20, help="commands per round (default: 20)")
+    p.add_argument("--tables", type=int, default=50, help="commands per round (default: 50)")
     p.add_argument("--size", default="10KB", help="bytes per table (default: 10KB)")
     p.add_argument("--repeat", type=int, default=5, help="rounds per way (default: 5)")
     p.add_argument("--compare", action="append", default=[], metavar="PATH",

@@ -311,3 +311,37 @@ def test_over_ssh_with_a_minimal_environment(
         assert wait_until(lambda: not alive(pid))
     finally:
         config.unlink()
+
+
+def test_umask_and_commands_side_by_side(
+    write_config: Callable[..., str], tmp_path: Path, runtime: str
+) -> None:
+    """A worker creates files with the client's umask; a command arriving while every
+    worker is busy gets a new one (segments run their tables at the same time)."""
+    assert server.start(path=socket_in(runtime)) is not None
+    plugin = file_plugin(write_config, tmp_path, runtime)
+    local = backup_dir(tmp_path) / f"gpbackup_{TS}_toc.yaml"
+    local.parent.mkdir(parents=True)
+    local.write_text("toc\n")
+    plugin("backup_file", str(local))
+    local.unlink()
+    busy = plugin.popen("backup_data", data_file(tmp_path), stdin=subprocess.PIPE)
+    assert busy.stdin is not None
+    busy.stdin.write(b"first table, still coming")
+    busy.stdin.flush()
+    old = os.umask(0o027)
+    try:
+        plugin("restore_file", str(local))  # while the other worker waits for its stdin
+    finally:
+        os.umask(old)
+    assert local.read_text() == "toc\n"
+    assert os.stat(local).st_mode & 0o777 == 0o640
+    busy.stdin.close()
+    assert busy.wait(timeout=60) == 0
+    assert plugin("restore_data", data_file(tmp_path)).stdout == b"first table, still coming"
+    pids = {
+        int(line.split("-[INFO]")[0].rsplit(":", 1)[1])
+        for line in (tmp_path / "logs").glob("*.log").__next__().read_text().splitlines()
+        if ": ok," in line
+    }
+    assert not pids & set(plugin.clients) and len(pids) >= 2  # served, by two workers
