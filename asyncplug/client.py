@@ -143,19 +143,19 @@ def request(
         if not reply.startswith(b"P"):
             return None
         worker[0] = int(reply[1:])
-        for sig in caught:
-            os.kill(worker[0], sig)
+        while caught:
+            os.kill(worker[0], caught.pop())
         try:
             status = read_line(sock, pending)
         except OSError:
             status = b""
+        worker[0] = 0  # the worker may serve another client now: signal no more
     finally:
         sock.close()
         for sig, handler in previous.items():
             _signal.signal(sig, handler)
-        if not worker[0]:
-            for sig in caught:  # arrived before anything started: as if it ran here
-                os.kill(os.getpid(), sig)
+        for sig in caught:  # none reached a worker: as if they came to a process of its own
+            os.kill(os.getpid(), sig)
     if status.startswith(b"X"):  # the worker's exit code
         return int(status[1:]) << 8
     # The worker is gone without a word: killed (SIGKILL), or its server with it.
