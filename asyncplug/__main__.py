@@ -1,3 +1,3 @@
-from asyncplug.cli import main
+from asyncplug.client import main
 
 raise SystemExit(main())

@@ -98,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.flush()
         logfile.close()
         os._exit(code)
+    watcher.stop()  # a warm server's worker serves its next command with its own
     return code
 
 

@@ -72,6 +72,7 @@ async def setup_plugin_for_backup(config: Config, hook: Hook) -> int:
         async with open_storage(config) as storage:
             await storage.check_bucket(write=True)
         log.info("%s scope: %s is reachable and writable", hook.scope, location(config, ""))
+    _start_warm_server(config, hook)
     return 0
 
 
@@ -97,12 +98,14 @@ async def setup_plugin_for_restore(config: Config, hook: Hook) -> int:
                     f"backup {timestamp} not found: no objects under {location(config, prefix)} "
                     "(check the timestamp, bucket and folder)"
                 )
+    _start_warm_server(config, hook)
     return 0
 
 
 async def cleanup_plugin_for_backup(config: Config, hook: Hook) -> int:
     """Runs even when the backup failed: at coordinator scope abort every unfinished
     multipart upload under the backup's prefix, so no invisible parts are billed."""
+    _stop_warm_server(hook)
     if not hook.at_coordinator:
         return 0
     prefix = keys.backup_prefix(config.folder, keys.timestamp_of(hook.local_dir))
@@ -113,8 +116,30 @@ async def cleanup_plugin_for_backup(config: Config, hook: Hook) -> int:
 
 
 async def cleanup_plugin_for_restore(config: Config, hook: Hook) -> int:
-    """Nothing to tear down: every command opens and closes its own connections."""
+    """Nothing to tear down but the warm server: every command opens and closes its own
+    connections."""
+    _stop_warm_server(hook)
     return 0
+
+
+def _start_warm_server(config: Config, hook: Hook) -> None:
+    """segment_host scope runs once per segment host, before its per-table commands."""
+    if hook.scope != "segment_host" or not config.warm_server:
+        return
+    from asyncplug import server
+
+    pid = server.start()
+    if pid is None:
+        log.warning("no warm server on this host: every command starts its own process")
+    else:
+        log.info("warm server running, pid %d", pid)
+
+
+def _stop_warm_server(hook: Hook) -> None:
+    if hook.scope == "segment_host":
+        from asyncplug import server
+
+        server.stop()
 
 
 # --- files and streams ------------------------------------------------------------

@@ -195,6 +195,8 @@ class Config:
     # logging
     log_dir: str = "~/gpAdminLogs"
     log_level: str = "info"
+    # warm server (asyncplug/server.py): setup at segment_host scope starts it
+    warm_server: bool = True
     # added by gpbackup; accepted and kept for the log
     pgport: str = ""
     backup_plugin_version: str = ""
@@ -254,6 +256,7 @@ OPTIONS: Mapping[str, Callable[[object, str], Any]] = {
     "restore_subset": parse_switch,
     "log_dir": parse_text,
     "log_level": parse_choice(LOG_LEVELS),
+    "warm_server": parse_switch,
     "pgport": lambda v, n: "" if v is None else str(v),
     "backup_plugin_version": lambda v, n: "" if v is None else str(v),
 }

@@ -19,7 +19,7 @@ from typing import Any
 
 from asyncplug.config import parse_size
 from asyncplug.errors import ConfigError
-from bench import datagen, report, runner, targets
+from bench import datagen, per_table, report, runner, targets
 from bench import scenarios as sc
 from bench.chart import write_chart
 from bench.progress import make_display
@@ -151,6 +151,8 @@ def make_target(args: argparse.Namespace, work_dir: str) -> targets.Target:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if per_table.NAME in (args.scenarios or "").split(","):  # small tables: bench/per_table.py
+        return per_table.from_bench(args)
     try:
         size, names, compared = check_args(args)
     except Usage as exc:

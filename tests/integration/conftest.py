@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+import shutil
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from asyncplug import client, server
 from bench.seaweed import SeaweedServer
 from tests.integration.test_s3_faults import FaultProxy
+from tests.server_support import private_dir
 
 
 @pytest.fixture
@@ -16,3 +20,29 @@ async def proxy(seaweed: SeaweedServer) -> AsyncIterator[FaultProxy]:
     server = await FaultProxy(seaweed.endpoint).start()
     yield server
     await server.stop()
+
+
+@pytest.fixture(scope="session")
+def warm_dir() -> Iterator[str]:
+    """The runtime directory of a warm server started as setup_plugin_for_backup starts
+    it (a detached `python -I -m asyncplug.server`), stopped at the end of the session."""
+    directory = private_dir()
+    yield directory
+    server.stop(os.path.join(directory, os.path.basename(client.socket_path())))
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(params=["in-process", "server"])
+def way(request: pytest.FixtureRequest, warm_dir: str) -> Iterator[str]:
+    """ASYNCPLUG_RUNTIME_DIR for a test that runs both ways: an empty directory (every
+    command runs in its own process), or the session's warm server (started again if a
+    cleanup at segment_host scope stopped it)."""
+    if request.param == "server":
+        path = os.path.join(warm_dir, os.path.basename(client.socket_path()))
+        assert server.start(idle=600, path=path) is not None, "the warm server did not start"
+        yield warm_dir
+        return
+    directory = private_dir()
+    yield directory
+    server.stop(os.path.join(directory, os.path.basename(client.socket_path())))
+    shutil.rmtree(directory, ignore_errors=True)

@@ -9,7 +9,7 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +39,17 @@ def data_file(root: Path, ts: str = TS, content: int = 0) -> str:
 
 @pytest.fixture
 def plugin(
-    backend_options: dict[str, Any], write_config: Callable[..., str], tmp_path: Path
-) -> Plugin:
-    return make_plugin(backend_options, write_config, tmp_path)
+    backend_options: dict[str, Any],
+    write_config: Callable[..., str],
+    tmp_path: Path,
+    way: str,
+    warm_dir: str,
+) -> Iterator[Plugin]:
+    """Runs every test both in-process and through the warm server (see conftest.way)."""
+    plugin = make_plugin(backend_options, write_config, tmp_path, runtime_dir=way)
+    yield plugin
+    if way == warm_dir and plugin.clients:
+        assert plugin.served(tmp_path / "logs"), "no command went through the warm server"
 
 
 @pytest.fixture
@@ -50,10 +58,10 @@ def config(backend_config: Config) -> Config:
 
 
 @pytest.fixture
-def file_plugin(write_config: Callable[..., str], tmp_path: Path) -> Plugin:
+def file_plugin(write_config: Callable[..., str], tmp_path: Path, way: str) -> Plugin:
     """For checks made before any storage is touched: one backend is enough."""
     options = {"storage": "file", "path": str(tmp_path / "store"), "folder": FOLDER}
-    return make_plugin(options, write_config, tmp_path)
+    return make_plugin(options, write_config, tmp_path, runtime_dir=way)
 
 
 async def put_objects(config: Config, keys: list[str], data: bytes = b"x") -> None:

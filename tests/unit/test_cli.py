@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from asyncplug.errors import (
     StorageError,
     UsageError,
 )
+from tests.server_support import ForkedServer
 
 HOOK_DIR = "/data/seg0/backups/20250101/20250101123456"
 
@@ -46,7 +48,23 @@ def config_path(tmp_path: Path) -> str:
     return str(path)
 
 
+SERVED: list[ForkedServer] = []  # the warm server of the running test, if it goes through one
+
+
+@pytest.fixture(autouse=True, params=["in-process", "server"])
+def way(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test runs both ways: in this process, and through the warm server (forked
+    from this process at the test's first command, so its monkeypatches apply)."""
+    if request.param == "server":
+        SERVED.append(ForkedServer())
+    yield request.param
+    while SERVED:
+        SERVED.pop().stop()
+
+
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    if SERVED:
+        return SERVED[0].run(list(argv))
     code = cli.run(list(argv))
     out, err = capsys.readouterr()
     return code, out, err

@@ -51,6 +51,7 @@ EVERY_OPTION: dict[str, tuple[Any, Any]] = {
     "restore_subset": ("on", True),
     "log_dir": ("/var/log/gp", "/var/log/gp"),
     "log_level": ("DEBUG", "debug"),
+    "warm_server": ("off", False),
     "pgport": (5432, "5432"),
     "backup_plugin_version": (1.3, "1.3"),
 }
