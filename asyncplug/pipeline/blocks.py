@@ -13,7 +13,7 @@ by its own CRC.
 
 Backup computes the block CRCs on the reader thread as the bytes arrive (BlockRecorder);
 the part CRCs are combined from them. Restore checks every block before a byte of it is
-written (BlockIndex.first_bad).
+written (BlockIndex.bad_blocks).
 """
 
 from __future__ import annotations
@@ -177,22 +177,23 @@ class BlockIndex:
         what = f"block {block} (bytes {start}-{self.block_end(block)})"
         return BlockMismatch(self.key, start, what)
 
-    def first_bad(
+    def bad_blocks(
         self, view: Callable[[int, int], list[memoryview]], start: int, end: int
-    ) -> int | None:
+    ) -> list[int]:
         """Check the blocks of raw bytes [start, end), which must start and end on block
         boundaries (or the stream's end); `view(a, b)` gives bytes [a, b). Returns the
-        start of the first block that does not match, or None. CPU: run it in a thread."""
+        first byte of each block that does not match. CPU: run it in a thread."""
         if start % self.block_size or (end % self.block_size and end != self.raw_size):
             raise ValueError(f"bytes {start}-{end} are not whole blocks")
+        bad = []
         for block in range(start // self.block_size, block_count(end, self.block_size)):
             at, stop = block * self.block_size, self.block_end(block)
             value = 0
             for piece in view(at, stop):
                 value = crc32c(piece, value)
             if value != self.crc(block):
-                return at
-        return None
+                bad.append(at)
+        return bad
 
 
 Record = BlockIndex | WholeCrc | None

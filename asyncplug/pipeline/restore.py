@@ -67,8 +67,8 @@ class _Data:
         self.starts = starts
         self.bufs = bufs
         self.chunks = chunks  # what get_range returned, recycled after the last use
-        self.bad: int | None = None  # where its first corrupt block starts
-        self.error: IntegrityError | None = None  # what to raise there
+        self.bad: list[int] = []  # blocks that do not match the index, by first byte
+        self.index: blocks.BlockIndex | None = None
 
     @classmethod
     def of_chunks(cls, start: int, chunks: Sequence[Buffer]) -> _Data:
@@ -78,6 +78,11 @@ class _Data:
             bufs.append(memoryview(chunk))
             at += len(chunk)
         return cls(starts, bufs, chunks)
+
+    def first_bad(self, start: int, end: int) -> int | None:
+        """The first byte of the first corrupt block overlapping bytes [start, end)."""
+        size = self.index.block_size if self.index is not None else 0
+        return next((at for at in self.bad if at < end and start < at + size), None)
 
     def view(self, start: int, end: int) -> list[memoryview]:
         out = []
@@ -168,6 +173,23 @@ async def _restore(
         await _reap(job.running)
 
 
+async def verify_object(storage: Storage, info: ObjectInfo, config: Config) -> str:
+    """Read the object as a whole restore would, checking every block or frame, into
+    /dev/null; returns what was checked. Raises IntegrityError (BlockMismatch with the
+    byte offset) at the first corrupt byte."""
+    fd = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+    writer = FdWriter(fd)
+    job = _Restore(storage, info, writer, config)
+    try:
+        await job.run(None)
+        return job.checked
+    finally:
+        await _reap(job.running)
+        await asyncio.shield(writer.drain())  # no write may land in a reused fd
+        writer.close()
+        os.close(fd)
+
+
 class _Restore:
     """One restore of one object: detect the format, plan, fetch, write."""
 
@@ -186,6 +208,7 @@ class _Restore:
         self.record: asyncio.Task[blocks.Record] | None = None  # raw objects: blocks.lookup
         self.whole = True  # a whole restore, not a subset (set by run)
         self.align = 1  # the block size raw fetches are planned to cover whole
+        self.checked = "nothing: empty"  # what the restore checked, for verify
 
     async def run(self, ranges: list[Range] | None) -> int:
         whole = self.whole = ranges is None
@@ -302,6 +325,11 @@ class _Restore:
         index = recorded if isinstance(recorded, blocks.BlockIndex) else None
         whole_crc = isinstance(recorded, blocks.WholeCrc) and self.whole
         self.writer.checksum = whole_crc
+        self.checked = (
+            f"{index.count} blocks of {index.block_size} bytes" if index is not None
+            else "the whole-stream CRC32C" if whole_crc
+            else "nothing: no checksum record"
+        )  # fmt: skip
         if index is None and not whole_crc and self.size:
             log.debug("restore of %s is not verified: %s", self.key,
                       "a subset of a 0.1 object" if recorded else "no checksum record")  # fmt: skip
@@ -330,6 +358,7 @@ class _Restore:
         return written
 
     async def framed(self, windows: list[list[Range]], index: frames.FrameIndex) -> int:
+        self.checked = f"{len(index.frames)} {index.codec.name} frames"
         written = 0
         with ThreadPoolExecutor(self.workers, "asyncplug-decode") as pool:
 
@@ -368,9 +397,8 @@ class _Restore:
         index = await self.record if self.record is not None else None
         if isinstance(index, blocks.BlockIndex):
             await index.ensure(self.storage, [(fetch.start, fetch.end)])
-            bad = await asyncio.to_thread(index.first_bad, data.view, fetch.start, fetch.end)
-            if bad is not None:
-                data.bad, data.error = bad, index.mismatch(bad // index.block_size)
+            data.bad = await asyncio.to_thread(index.bad_blocks, data.view, fetch.start, fetch.end)
+            data.index = index
         return data
 
     async def not_compressed(self, first: asyncio.Task[_Data], end: int) -> _Data:
@@ -437,11 +465,13 @@ async def _run(
             if task is None or not task.done():
                 break
             data = task.result()
-            if data.bad is not None and piece.end > data.bad:  # a corrupt block: stop there
-                stop = max(piece.start, data.bad)
+            bad = data.first_bad(piece.start, piece.end) if data.bad else None
+            if bad is not None:  # a corrupt block: write up to it, then stop
+                stop = max(piece.start, bad)
                 views.extend(data.view(piece.start, stop))
                 size += stop - piece.start
-                failed = data.error
+                assert data.index is not None
+                failed = data.index.mismatch(bad // data.index.block_size)
                 break
             part = data.view(piece.start, piece.end)
             views.extend(part)
