@@ -325,12 +325,12 @@ class _Restore:
         index = recorded if isinstance(recorded, blocks.BlockIndex) else None
         whole_crc = isinstance(recorded, blocks.WholeCrc) and self.whole
         self.writer.checksum = whole_crc
-        self.checked = (
-            f"{index.count} blocks of {index.block_size} bytes" if index is not None
-            else "the whole-stream CRC32C" if whole_crc
-            else "nothing: no checksum record"
-        )  # fmt: skip
-        if index is None and not whole_crc and self.size:
+        if index is not None:
+            self.checked = f"{index.count} blocks of {index.block_size} bytes"
+        elif whole_crc:
+            self.checked = "the whole-stream CRC32C"
+        elif self.size:
+            self.checked = "nothing: no checksum record"
             log.debug("restore of %s is not verified: %s", self.key,
                       "a subset of a 0.1 object" if recorded else "no checksum record")  # fmt: skip
         align = index.block_size if index is not None else 1
