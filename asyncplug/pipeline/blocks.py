@@ -267,10 +267,16 @@ class _Shift:
     combination of a full block's CRC into its part's costs ~0.5 us instead of ~6 us."""
 
     def __init__(self, length: int) -> None:
-        self.tables = [
-            [frames.crc32c_combine(byte << (8 * k), 0, length) for byte in range(256)]
-            for k in range(4)
-        ]
+        # Linear in the register: 32 shifted unit vectors, then each table entry as the
+        # XOR of two earlier ones (~1 ms; 1024 combinations would take ~50 ms).
+        unit = [frames.crc32c_combine(1 << bit, 0, length) for bit in range(32)]
+        self.tables = []
+        for k in range(4):
+            table = [0] * 256
+            for byte in range(1, 256):
+                low = byte & -byte
+                table[byte] = table[byte ^ low] ^ unit[8 * k + low.bit_length() - 1]
+            self.tables.append(table)
 
     def combine(self, crc_a: int, crc_b: int) -> int:
         t0, t1, t2, t3 = self.tables
@@ -298,14 +304,22 @@ class BlockRecorder:
         self._shift: _Shift | None = None
 
     def update(self, data: memoryview) -> None:
-        size = self.block_size
-        while data:
-            take = min(len(data), size - self._filled)
-            self._seg = crc32c(data[:take], self._seg)
+        size, at, end = self.block_size, 0, len(data)
+        self.size += end
+        while at < end:
+            if not self._filled and end - at >= size:  # a whole block: the common case
+                crc = crc32c(data[at : at + size])
+                if self._shift is None:
+                    self._shift = _Shift(size)
+                self._part = self._shift.combine(self._part, crc)
+                self.crcs.append(crc)
+                at += size
+                continue
+            take = min(end - at, size - self._filled)
+            self._seg = crc32c(data[at : at + take], self._seg)
             self._seg_len += take
             self._filled += take
-            self.size += take
-            data = data[take:]
+            at += take
             if self._filled == size:
                 self._close_segment()
                 self.crcs.append(self._block)
