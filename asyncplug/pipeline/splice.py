@@ -106,11 +106,14 @@ class Splicer:
         self._held = 0
         self._verified = 0
         self._fed = 0
+        self._block_end = 0  # where the block being read ends
         self._block_crc = 0
 
     def run(self, start: int, end: int) -> int:
         """Write [start, end); returns the position reached (== end unless it stopped)."""
         self.position = self._fed = start
+        if self.index is not None:
+            self._block_end = self.index.block_end(start // self.index.block_size)
         pipes: list[int] = []
         try:
             self._pipe = _own_pipe()
@@ -264,19 +267,22 @@ class Splicer:
         goes out: the checked blocks before it are flushed and BlockMismatch raised."""
         index = self.index
         assert index is not None
-        while data:
-            block = self._fed // index.block_size
-            block_end = index.block_end(block)
-            take = min(len(data), block_end - self._fed)
-            self._block_crc = crc32c(data[:take], self._block_crc)
+        at, end = 0, len(data)
+        while at < end:
+            take = min(end - at, self._block_end - self._fed)
+            if take <= 0:  # the body lengths were checked: it cannot pass the object's end
+                raise PluginError("restore: the splice path read past the end of the object")
+            self._block_crc = crc32c(data[at : at + take], self._block_crc)
             self._fed += take
-            data = data[take:]
-            if self._fed == block_end:
+            at += take
+            if self._fed == self._block_end:
+                block = (self._fed - 1) // index.block_size
                 if self._block_crc != index.crc(block):
                     self._flush()
                     raise index.mismatch(block)
                 self._block_crc = 0
                 self._verified = self._fed - self.position
+                self._block_end = index.block_end(block + 1)
 
     def _flush(self) -> None:
         """The checked bytes at the head of the holding pipe, into `out` (page moves)."""
