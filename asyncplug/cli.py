@@ -63,6 +63,7 @@ COMMANDS: dict[str, Command] = {
     "delete_backup": Command(("TIMESTAMP",), "some objects may remain"),
     "list_directory": Command(("[PREFIX]",), "the listing is incomplete"),
     "delete_directory": Command(("PREFIX",), "some objects may remain"),
+    "verify": Command(("TIMESTAMP|KEY",), "the check is incomplete"),
 }
 
 HELP = "\n".join(

@@ -16,7 +16,7 @@ from typing import TextIO
 
 from asyncplug import keys
 from asyncplug.config import Config
-from asyncplug.errors import InputError, ObjectNotFound, StorageError
+from asyncplug.errors import InputError, IntegrityError, ObjectNotFound, StorageError
 from asyncplug.offsets import read_offsets
 from asyncplug.storage import ObjectInfo, Storage, open_storage
 
@@ -198,6 +198,67 @@ async def restore_data_subset(
 
     async with open_storage(config) as storage:
         return await restore_stream(storage, key, fd, config, ranges=ranges)
+
+
+# --- verify ----------------------------------------------------------------------
+
+
+async def verify(config: Config, what: str, out: TextIO | None = None) -> int:
+    """Re-read every object of the backup TIMESTAMP (or the one object KEY) and check
+    every block and frame, restoring nothing. One line per object on stdout:
+    `ok|CORRUPT|unverified <tab> key <tab> size <tab> detail`; IntegrityError (exit 8)
+    naming each corrupt object and byte offset. Objects are read one at a time, each as
+    a restore reads it (restore_max_concurrent_requests GETs, the restore memory bound)."""
+    from asyncplug.pipeline.blocks import INDEX_SUFFIX, BlockMismatch
+    from asyncplug.pipeline.frames import SIDECAR_SUFFIX
+    from asyncplug.pipeline.restore import verify_object
+
+    stream = sys.stdout if out is None else out
+    backup = keys.TIMESTAMP_RE.match(what.strip().strip("\"'"))
+    corrupt: list[str] = []
+    count = 0
+    async with open_storage(config) as storage:
+        if backup:
+            prefix = keys.backup_prefix(config.folder, what)
+            listing: AsyncIterator[ObjectInfo] = storage.list(prefix)
+        else:
+            prefix = _verify_key(config, what)
+            listing = _one(storage, prefix)
+        async for info in listing:
+            if info.key.endswith((INDEX_SUFFIX, SIDECAR_SUFFIX)):
+                continue  # records of an object, checked with it
+            count += 1
+            try:
+                checked = await verify_object(storage, await storage.stat(info.key), config)
+            except IntegrityError as exc:
+                at = f" at byte {exc.offset}" if isinstance(exc, BlockMismatch) else ""
+                corrupt.append(f"{info.key}{at}")
+                line = f"CORRUPT\t{info.key}\t{info.size}\t{exc}"
+            else:
+                state = "unverified" if checked.startswith("nothing: no") else "ok"
+                line = f"{state}\t{info.key}\t{info.size}\tchecked {checked}"
+            stream.write(line + "\n")
+            stream.flush()
+    if not count:
+        raise ObjectNotFound(f"nothing to verify under {location(config, prefix)}")
+    if corrupt:
+        raise IntegrityError(
+            f"verify: {len(corrupt)} of {count} object(s) corrupt: {'; '.join(corrupt)}"
+        )
+    log.info("verified %d object(s) under %s", count, location(config, prefix))
+    return 0
+
+
+def _verify_key(config: Config, what: str) -> str:
+    """A whole key (folder first), or a gpbackup path as restore_data takes it."""
+    name = what.strip().strip("\"'")
+    if name.startswith(config.folder + "/"):
+        return name
+    return keys.object_key(config.folder, name)
+
+
+async def _one(storage: Storage, key: str) -> AsyncIterator[ObjectInfo]:
+    yield await storage.stat(key)  # ObjectNotFound (exit 6) when it does not exist
 
 
 # --- backups and directories ------------------------------------------------------

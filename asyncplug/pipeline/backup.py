@@ -3,8 +3,9 @@
     reader thread --fill--> part buffers (BufferPool, byte budget) --put_part--> storage
                    \\-> frame buffers -> compression workers -> copied into part buffers
 
-Raw streams are read straight into part buffers (no copy) with their CRC32C computed on
-the reader thread. Compressed streams go through FrameCompressor; finished frames are
+Raw streams are read straight into part buffers (no copy) with the CRC32C of each block
+computed on the reader thread (blocks.py); the block index goes into `<key>.asyncplug-idx`
+once the object is stored. Compressed streams go through FrameCompressor; finished frames are
 copied into part buffers in order. Part sizes follow PartPlan (parts.py), memory the
 BufferPool budget. The first full part is held back until a second one has data: a
 stream that fits in one part is stored with a single put(), an empty one as an empty
@@ -18,7 +19,6 @@ the error propagates. Nothing is visible under the key until complete() succeeds
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import mmap
 import os
@@ -28,6 +28,7 @@ from typing import Any
 from asyncplug import spool
 from asyncplug.config import Config
 from asyncplug.errors import PluginError, StorageError
+from asyncplug.pipeline.blocks import META_INDEX, BlockRecorder, index_key
 from asyncplug.pipeline.compress import FRAME_SIZE, FrameCompressor, frame_memory
 from asyncplug.pipeline.frames import (
     FORMAT_FRAMED,
@@ -79,9 +80,13 @@ async def run_backup(
     if framed:  # frames in and out of the workers come out of the same budget
         budget -= frame_memory(frame_size, config.compression_workers)
     pool = BufferPool(max(budget, 2 * plan.first), config.spool_dir)
-    reader = StreamReader(fd)
+    blocks = None if framed else BlockRecorder()
+    reader = StreamReader(fd, blocks)
     uploader = PartUploader(storage, key, plan, pool, config.backup_max_concurrent_requests)
     uploader.metadata = {META_FORMAT: FORMAT_FRAMED if framed else FORMAT_RAW}
+    if blocks is not None:
+        uploader.blocks = blocks
+        uploader.metadata[META_INDEX] = "1"
     try:
         if framed:
             compressor = FrameCompressor(
@@ -188,6 +193,7 @@ class PartUploader:
         self.plan = plan
         self.pool = pool
         self.metadata: dict[str, str] = {}
+        self.blocks: BlockRecorder | None = None  # raw: the block CRCs, an index at the end
         self.submitted = 0  # parts handed to submit()
         self.size = 0  # bytes handed to submit()
         self.crc = 0  # CRC32C of those bytes, combined from the part CRCs
@@ -275,9 +281,10 @@ class PartUploader:
             self._stored = True
             if buf is None:
                 await _uncancellable(self.storage.put(self.key, b"", 0, metadata))
-                return
-            with memoryview(buf) as view:
-                await _uncancellable(self.storage.put(self.key, view[:count], crc, metadata))
+            else:
+                with memoryview(buf) as view:
+                    await _uncancellable(self.storage.put(self.key, view[:count], crc, metadata))
+            await self._put_index()
             return
         await self._wait_parts()
         upload = self._starting.result()  # done: every part waited for it
@@ -286,13 +293,16 @@ class PartUploader:
         # our clean-up had deleted the key. If it fails, clean-up aborts (harmless).
         await _uncancellable(upload.complete())
         self._completed = True
-        if self.metadata[META_FORMAT] == FORMAT_RAW:
-            # Metadata of a multipart object is fixed when the upload starts, before the
-            # stream is read, so the whole-stream CRC32C of a raw multipart object (which
-            # must stay byte-identical to the stream, as the Go plugin stores it) goes into
-            # a small object written after complete(). If that fails, the object goes too.
-            body = json.dumps({"size": self.size, "crc32c": f"{self.crc:08x}"}).encode()
-            await _uncancellable(self.storage.put(sidecar_key(self.key), body, crc32c(body)))
+        await self._put_index()
+
+    async def _put_index(self) -> None:
+        """A raw object's block index, in its own object: the object must stay
+        byte-identical to the stream (as the Go plugin stores it), and the metadata of a
+        multipart object is fixed before the stream is read. If this fails, the object
+        goes too (clean-up)."""
+        if self.blocks is not None:
+            body = self.blocks.finish()
+            await _uncancellable(self.storage.put(index_key(self.key), body, crc32c(body)))
 
     async def _wait_parts(self) -> None:
         while self._tasks:
@@ -324,7 +334,7 @@ class PartUploader:
                     log.exception("could not abort the upload of %s", self.key)
         try:
             if self._stored:  # put()/complete() may have landed before the failure
-                await self.storage.delete([self.key, sidecar_key(self.key)])
+                await self.storage.delete([self.key, index_key(self.key)])
         except Exception:
             log.exception("clean-up of the failed backup of %s failed", self.key)
 

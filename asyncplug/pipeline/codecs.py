@@ -1,5 +1,9 @@
 """Frame codecs. Each call is independent and releases the GIL, so a thread pool scales.
 
+Decompression is bounded by the raw length the index records for the frame: a frame that
+would inflate past it (a corrupt or forged object) is an IntegrityError after at most
+raw_len + 1 bytes of output, never memory growth.
+
 zstandard and lz4 are imported on first use: a raw backup or restore never needs them,
 and they cost ~4 ms of start-up per process (python -X importtime).
 """
@@ -30,12 +34,16 @@ def _zstd_compress(data: bytes | memoryview, level: int) -> bytes:
 
 
 def _zstd_decompress(data: bytes | memoryview, raw_len: int) -> bytes:
+    import zstandard
+
     dec = getattr(_local, "zd", None)
     if dec is None:
-        import zstandard
-
         dec = zstandard.ZstdDecompressor()
         _local.zd = dec
+    # decompress() trusts a content size written in the frame header: check it first.
+    declared = zstandard.frame_content_size(data)
+    if declared > raw_len:
+        raise IntegrityError(f"zstd frame declares {declared} bytes, the index {raw_len}")
     return dec.decompress(data, max_output_size=raw_len)
 
 
@@ -45,7 +53,11 @@ def _gzip_compress(data: bytes | memoryview, level: int) -> bytes:
 
 
 def _gzip_decompress(data: bytes | memoryview, raw_len: int) -> bytes:
-    return zlib.decompress(data, 31, max(raw_len, 1))
+    dec = zlib.decompressobj(31)
+    out = dec.decompress(data, raw_len + 1)  # one byte more shows an over-inflating frame
+    if not dec.eof:
+        raise IntegrityError("gzip member longer than the index says, or cut short")
+    return out
 
 
 def _lz4_compress(data: bytes | memoryview, level: int) -> bytes:
@@ -57,7 +69,11 @@ def _lz4_compress(data: bytes | memoryview, level: int) -> bytes:
 def _lz4_decompress(data: bytes | memoryview, raw_len: int) -> bytes:
     import lz4.frame
 
-    return cast(bytes, lz4.frame.decompress(data))
+    dec = lz4.frame.LZ4FrameDecompressor()
+    out = cast(bytes, dec.decompress(data, max_length=raw_len + 1))
+    if not dec.eof:
+        raise IntegrityError("lz4 frame longer than the index says, or cut short")
+    return out
 
 
 @dataclass(frozen=True)

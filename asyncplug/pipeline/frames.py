@@ -153,6 +153,8 @@ class FrameIndex:
         self.frames: list[Frame] = []
         offset, raw = HEADER_SIZE, 0
         for number, (clen, rlen, fcrc) in enumerate(ENTRY.iter_unpack(index)):
+            if rlen > MAX_FRAME_RAW:  # no frame may make a restore hold more than this
+                raise IntegrityError(f"compressed object index: frame {number} is too large")
             self.frames.append(Frame(number, offset, clen, raw, rlen, fcrc))
             offset += clen
             raw += rlen
@@ -171,5 +173,8 @@ class FrameIndex:
         """Decompress one frame and check its CRC32C. CPU-heavy: run it in a worker thread."""
         raw = self.codec.decompress(data, frame.raw_len)
         if crc32c(raw) != frame.crc32c:
-            raise IntegrityError(f"frame {frame.number} checksum mismatch: the object is corrupt")
+            raise IntegrityError(
+                f"frame {frame.number} (raw bytes {frame.raw_start}-"
+                f"{frame.raw_start + frame.raw_len}) checksum mismatch: the object is corrupt"
+            )
         return raw

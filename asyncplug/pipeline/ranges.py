@@ -10,7 +10,10 @@ Rules:
 - small ranges that follow each other in the list and lie within COALESCE_GAP of each
   other share one GET of at most one chunk (reading the gap is cheaper than a request);
 - a later range that lies inside one of the last `reuse` fetches is sliced from it
-  instead of being fetched again (each frame once, within the window).
+  instead of being fetched again (each frame once, within the window);
+- raw fetches of an object with a block index start and end on block boundaries
+  (`align`; the last block ends at the object's end), so that every byte written is in
+  a block checked whole: a range's edges cost at most one block more each.
 
 The restore engine holds fetches until their last slice is written, within a byte budget
 of chunk * (concurrency + 1). Reuse is limited to the last `reuse` (= concurrency)
@@ -83,20 +86,39 @@ class Plan:
 
 
 def plan_raw(
-    ranges: Sequence[tuple[int, int]], chunk: int, reuse: int, gap: int = COALESCE_GAP
+    ranges: Sequence[tuple[int, int]],
+    chunk: int,
+    reuse: int,
+    gap: int = COALESCE_GAP,
+    align: int = 1,
+    size: int = 0,
 ) -> Plan:
-    """Plan GETs of a raw object: raw offsets are object offsets."""
+    """Plan GETs of a raw object: raw offsets are object offsets. With align > 1 every
+    fetch covers whole blocks of `align` bytes of an object of `size` bytes."""
     plan = Plan()
+    edges = _Edges(align, size)
     for start, end in ranges:
         while start < end:
-            fetch, stop = _place_raw(plan, start, end, chunk, reuse, gap)
+            fetch, stop = _place_raw(plan, start, end, chunk, reuse, gap, edges)
             plan._add(fetch, start, stop)
             start = stop
     return plan
 
 
+@dataclass(frozen=True)
+class _Edges:
+    align: int
+    size: int
+
+    def down(self, at: int) -> int:
+        return at - at % self.align
+
+    def up(self, at: int) -> int:
+        return at if self.align == 1 else min(-(-at // self.align) * self.align, self.size)
+
+
 def _place_raw(
-    plan: Plan, start: int, end: int, chunk: int, reuse: int, gap: int
+    plan: Plan, start: int, end: int, chunk: int, reuse: int, gap: int, edges: _Edges
 ) -> tuple[int, int]:
     """The fetch that will hold bytes [start, stop) and stop, growing or creating a fetch."""
     first_recent = max(0, len(plan.fetches) - max(1, reuse))
@@ -108,13 +130,14 @@ def _place_raw(
         number = len(plan.fetches) - 1
         open_ = plan.fetches[number]
         if open_.start <= start <= open_.end + gap and start < open_.start + chunk:
-            open_.end = min(end, open_.start + chunk)  # grow forward over a small hole
-            return number, open_.end
+            stop = min(end, open_.start + chunk)  # grow forward over a small hole
+            open_.end = edges.up(stop)
+            return number, stop
         if start < open_.start and open_.start - end <= gap and open_.end - start <= chunk:
-            open_.start = start  # grow backward: the list is not sorted
+            open_.start = edges.down(start)  # grow backward: the list is not sorted
             return number, min(end, open_.end)
     stop = min(end, start + chunk)
-    return plan._new(Fetch(start, stop)), stop
+    return plan._new(Fetch(edges.down(start), edges.up(stop))), stop
 
 
 def plan_frames(

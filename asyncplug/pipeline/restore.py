@@ -14,10 +14,13 @@ Memory: the fetches held (compressed: their compressed plus decoded bytes) stay 
 `restore_multipart_chunksize * (restore_max_concurrent_requests + 1)`, give or take one
 frame larger than the chunk size; at most `restore_max_concurrent_requests` GETs run.
 
-Integrity: a raw object written by asyncplug carries a whole-stream CRC32C (user metadata
-on single-PUT objects, a `<key>.asyncplug-crc` sidecar for multipart ones); a whole
-restore checks it at the end. Objects of the reference Go plugin have none. A compressed
-object's index CRC and per-frame CRCs cover every byte a restore writes.
+Integrity: a raw object written by asyncplug has a block index, `<key>.asyncplug-idx`
+(blocks.py), found from the key: raw fetches then cover whole blocks, each fetch's blocks
+are checked as it arrives, and nothing from a bad block on is written. Objects of the
+0.1 format have only a whole-stream CRC32C (user metadata, or `<key>.asyncplug-crc`),
+checked by whole restores after the last byte; objects of the Go plugin have no record
+and restore unverified. A compressed object's index CRC and per-frame CRCs cover every
+byte a restore writes, checked before it is written.
 """
 
 from __future__ import annotations
@@ -34,14 +37,12 @@ from typing import Any
 
 from asyncplug.config import Config
 from asyncplug.errors import (
-    AccessDenied,
     IntegrityError,
-    ObjectNotFound,
     PluginError,
     ReaderGone,
 )
 from asyncplug.offsets import Range, check_ranges
-from asyncplug.pipeline import frames
+from asyncplug.pipeline import blocks, frames
 from asyncplug.pipeline.pipes import reader_gone
 from asyncplug.pipeline.ranges import Fetch, Plan, plan_frames, plan_raw
 from asyncplug.pipeline.writer import IOV_MAX, FdWriter
@@ -71,6 +72,8 @@ class _Data:
         self.starts = starts
         self.bufs = bufs
         self.chunks = chunks  # what get_range returned, recycled after the last use
+        self.bad: list[int] = []  # blocks that do not match the index, by first byte
+        self.index: blocks.BlockIndex | None = None
 
     @classmethod
     def of_chunks(cls, start: int, chunks: Sequence[Buffer]) -> _Data:
@@ -80,6 +83,11 @@ class _Data:
             bufs.append(memoryview(chunk))
             at += len(chunk)
         return cls(starts, bufs, chunks)
+
+    def first_bad(self, start: int, end: int) -> int | None:
+        """The first byte of the first corrupt block overlapping bytes [start, end)."""
+        size = self.index.block_size if self.index is not None else 0
+        return next((at for at in self.bad if at < end and start < at + size), None)
 
     def view(self, start: int, end: int) -> list[memoryview]:
         out = []
@@ -172,6 +180,23 @@ async def _restore(
         await _reap(job.running)
 
 
+async def verify_object(storage: Storage, info: ObjectInfo, config: Config) -> str:
+    """Read the object as a whole restore would, checking every block or frame, into
+    /dev/null; returns what was checked. Raises IntegrityError (BlockMismatch with the
+    byte offset) at the first corrupt byte."""
+    fd = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+    writer = FdWriter(fd)
+    job = _Restore(storage, info, writer, config)
+    try:
+        await job.run(None)
+        return job.checked
+    finally:
+        await _reap(job.running)
+        await asyncio.shield(writer.drain())  # no write may land in a reused fd
+        writer.close()
+        os.close(fd)
+
+
 class _Restore:
     """One restore of one object: detect the format, plan, fetch, write."""
 
@@ -187,9 +212,13 @@ class _Restore:
         self.requests = asyncio.Semaphore(self.concurrency)
         self.budget = self.chunk * (self.concurrency + 1)  # the formula in Config's docstring
         self.running: list[asyncio.Future[Any]] = []  # reaped when the restore ends
+        self.record: asyncio.Task[blocks.Record] | None = None  # raw objects: blocks.lookup
+        self.whole = True  # a whole restore, not a subset (set by run)
+        self.align = 1  # the block size raw fetches are planned to cover whole
+        self.checked = "nothing: empty"  # what the restore checked, for verify
 
     async def run(self, ranges: list[Range] | None) -> int:
-        whole = ranges is None
+        whole = self.whole = ranges is None
         wanted = [(0, self.size)] if ranges is None else list(ranges)
         # Guess raw and start the first data GETs now, beside the tail GET: a raw restore
         # then pays no extra round trip. A compressed object cancels them (backup_data marks
@@ -197,19 +226,25 @@ class _Restore:
         marked = self.info.metadata.get(frames.META_FORMAT)
         framed = marked == frames.FORMAT_FRAMED
         self.marked_raw = marked == frames.FORMAT_RAW
+        windows = _windows(wanted, self.chunk)
+        fits = _fits(wanted, self.size)
         record, spliced = None, 0
-        if whole and self.size and not framed:
-            record = asyncio.create_task(_recorded_crc(self.storage, self.info))
+        if self.size and not framed:  # what was recorded for a raw object, from its key
+            first = windows[0] if fits else []
+            record = asyncio.create_task(blocks.lookup(self.storage, self.info, first))
+            self.record = record
             self.running = [record]
-        if record is not None and self.marked_raw:
+        if whole and record is not None and self.marked_raw:
             spliced = await self.splice(record)  # the fast path, when it applies
             if spliced == self.size:
                 _check_crc(self.key, await record, self.writer)
                 return spliced
             wanted = [(spliced, self.size)]  # the regular path carries on from there
-        windows = _windows(wanted, self.chunk)
-        fits = _fits(wanted, self.size)
-        plan = plan_raw(windows[0], self.chunk, self.concurrency) if fits else None
+            windows = _windows(wanted, self.chunk)
+        # Fetches cover whole blocks when backup marked an index, before it is read:
+        # raw() plans again if the index (found from the key) says otherwise.
+        self.align = blocks.BLOCK_SIZE if self.info.metadata.get(blocks.META_INDEX) else 1
+        plan = self.plan(windows[0], self.align) if fits else None
         tasks: dict[int, asyncio.Task[_Data]] = {}
         if plan is not None and not framed:
             for number, fetch in enumerate(plan.fetches[: self.concurrency]):
@@ -231,7 +266,10 @@ class _Restore:
         check_ranges(wanted, index.raw_size)
         return await self.framed(_windows(wanted, self.chunk), index)
 
-    async def splice(self, record: asyncio.Task[tuple[int, int] | None]) -> int:
+    def plan(self, window: list[Range], align: int) -> Plan:
+        return plan_raw(window, self.chunk, self.concurrency, align=align, size=self.size)
+
+    async def splice(self, record: asyncio.Task[blocks.Record]) -> int:
         """Write what splice.py's fast path can of a whole raw restore; returns the bytes
         written (0 when it does not apply: restore_splice off, not a pipe, not plain http)."""
         source = self.storage.http_source(self.key) if self.use_splice else None
@@ -243,9 +281,13 @@ class _Restore:
             return 0
         recorded = await record
         _check_size(self.key, recorded, self.size)  # before a byte is written
+        index = recorded if isinstance(recorded, blocks.BlockIndex) else None
+        if index is not None:  # the splice thread cannot await pages: all of them now
+            await index.ensure(self.storage, [(0, self.size)])
         splicer = splice.Splicer(
-            source, self.writer.fd, self.chunk, self.concurrency, self.timeout, recorded is not None
-        )
+            source, self.writer.fd, self.chunk, self.concurrency, self.timeout,
+            recorded is not None, index,
+        )  # fmt: skip
         try:
             return await splice.in_thread(lambda: splicer.run(0, self.size))
         finally:
@@ -281,30 +323,49 @@ class _Restore:
         windows: list[list[Range]],
         plan: Plan,
         tasks: dict[int, asyncio.Task[_Data]],
-        record: asyncio.Task[tuple[int, int] | None] | None,
+        record: asyncio.Task[blocks.Record] | None,
     ) -> int:
         # The record costs a round trip or two, overlapped with the first data GETs;
         # knowing it first spares the CRC work when there is nothing to check.
         recorded = await record if record is not None else None
         _check_size(self.key, recorded, self.size)
-        self.writer.checksum = recorded is not None
+        index = recorded if isinstance(recorded, blocks.BlockIndex) else None
+        whole_crc = isinstance(recorded, blocks.WholeCrc) and self.whole
+        self.writer.checksum = whole_crc
+        if index is not None:
+            self.checked = f"{index.count} blocks of {index.block_size} bytes"
+        elif whole_crc:
+            self.checked = "the whole-stream CRC32C"
+        elif self.size:
+            self.checked = "nothing: no checksum record"
+            log.debug("restore of %s is not verified: %s", self.key,
+                      "a subset of a 0.1 object" if recorded else "no checksum record")  # fmt: skip
+        align = index.block_size if index is not None else 1
+        if align != self.align:  # the speculative GETs assumed other blocks (metadata lost)
+            await _reap(tasks.values())
+            plan, tasks = self.plan(windows[0], align), {}
         guessed = not self.marked_raw  # a raw guess: a damaged compressed object may hide
         if guessed and 0 in tasks and plan.fetches[0].start == 0 and self.size >= MIN_COMPRESSED:
             tasks[0] = asyncio.create_task(self.not_compressed(tasks[0], plan.fetches[0].end))
         written = 0
         for number, window in enumerate(windows):
+            if index is not None:  # the checksums of this window's blocks, not more
+                index.forget_before(window[0][0] if len(window) == 1 else 0)
+                await index.ensure(self.storage, window)
             if number:  # the first window's plan came with the speculative GETs
-                plan, tasks = plan_raw(window, self.chunk, self.concurrency), {}
+                plan, tasks = self.plan(window, align), {}
             self.running = []  # from here _run owns the tasks, and frees each after its use
             _log_plan(self.key, "raw", window, plan)
             try:
                 written += await self.write(plan, self.fetch_raw, tasks, written)
             finally:
                 self.running = list(tasks.values())
-        _check_crc(self.key, recorded, self.writer)
+        if whole_crc:
+            _check_crc(self.key, recorded, self.writer)
         return written
 
     async def framed(self, windows: list[list[Range]], index: frames.FrameIndex) -> int:
+        self.checked = f"{len(index.frames)} {index.codec.name} frames"
         written = 0
         with ThreadPoolExecutor(self.workers, "asyncplug-decode") as pool:
 
@@ -339,7 +400,13 @@ class _Restore:
         return chunks
 
     async def fetch_raw(self, fetch: Fetch) -> _Data:
-        return _Data.of_chunks(fetch.start, await self.get(fetch))
+        data = _Data.of_chunks(fetch.start, await self.get(fetch))
+        index = await self.record if self.record is not None else None
+        if isinstance(index, blocks.BlockIndex):
+            await index.ensure(self.storage, [(fetch.start, fetch.end)])
+            data.bad = await asyncio.to_thread(index.bad_blocks, data.view, fetch.start, fetch.end)
+            data.index = index
+        return data
 
     async def not_compressed(self, first: asyncio.Task[_Data], end: int) -> _Data:
         data = await first
@@ -398,18 +465,30 @@ async def _run(
         part: list[memoryview] = []
         size = 0
         end = k
+        failed: IntegrityError | None = None
         while end < len(plan.slices) and size < chunk and len(views) < IOV_MAX:
             piece = plan.slices[end]
             task = tasks.get(piece.fetch)
             if task is None or not task.done():
                 break
-            part = task.result().view(piece.start, piece.end)
+            data = task.result()
+            bad = data.first_bad(piece.start, piece.end) if data.bad else None
+            if bad is not None:  # a corrupt block: write up to it, then stop
+                stop = max(piece.start, bad)
+                views.extend(data.view(piece.start, stop))
+                size += stop - piece.start
+                assert data.index is not None
+                failed = data.index.mismatch(bad // data.index.block_size)
+                break
+            part = data.view(piece.start, piece.end)
             views.extend(part)
             size += piece.end - piece.start
             end += 1
         await writer.write(views, out)
         del views, part  # hold no buffer past its last use: the window is the budget
         out += size
+        if failed is not None:
+            raise failed
         for number in range(k, end):
             fetch_number = plan.slices[number].fetch
             if plan.last_use[fetch_number] == number:
@@ -461,49 +540,19 @@ def _decode(index: frames.FrameIndex, fetch: Fetch, chunks: Sequence[Buffer]) ->
     return _Data(starts, bufs)
 
 
-async def _recorded_crc(storage: Storage, info: ObjectInfo) -> tuple[int, int] | None:
-    """(crc32c, size) recorded for a raw stream, or None (e.g. a Go plugin object)."""
-    where = f"checksum record of {info.key}"
-    try:
-        if frames.META_CRC in info.metadata:
-            crc, size = (
-                info.metadata[frames.META_CRC],
-                info.metadata.get(frames.META_SIZE, info.size),
-            )
-        elif (
-            info.metadata.get(frames.META_FORMAT) == frames.FORMAT_RAW
-        ):  # ours, multipart: a sidecar
-            sidecar = frames.sidecar_key(info.key)
-            try:
-                side = await storage.stat(sidecar)
-                body = b"".join(await storage.get_range(sidecar, 0, side.size))
-            except (ObjectNotFound, AccessDenied):
-                # Copied without it. (S3 answers 403, not 404, for a missing key to a
-                # client without s3:ListBucket; the object itself was readable.)
-                return None
-            import json  # only here: a sidecar is the one JSON a restore reads
-
-            record = json.loads(body)
-            crc, size = record["crc32c"], record["size"]
-        else:
-            return None  # another writer's object: nothing recorded, nothing to ask for
-        return int(str(crc), 16), int(size)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise IntegrityError(f"{where} is unreadable: {exc}") from exc
-
-
-def _check_size(key: str, record: tuple[int, int] | None, size: int) -> None:
-    if record is not None and record[1] != size:
+def _check_size(key: str, record: blocks.Record, size: int) -> None:
+    if isinstance(record, blocks.WholeCrc) and record.size != size:
         raise IntegrityError(
-            f"{key} holds {size} bytes but backup recorded {record[1]}: the object is corrupt"
+            f"{key} holds {size} bytes but backup recorded {record.size}: the object is corrupt"
         )
 
 
-def _check_crc(key: str, record: tuple[int, int] | None, writer: FdWriter) -> None:
-    if record is not None and writer.crc != record[0]:
+def _check_crc(key: str, record: blocks.Record, writer: FdWriter) -> None:
+    """The 0.1 whole-stream check, after the last byte (a block index was checked on the way)."""
+    if isinstance(record, blocks.WholeCrc) and writer.crc != record.crc:
         raise IntegrityError(
             f"{key}: restored stream CRC32C {writer.crc:08x} does not match the recorded "
-            f"{record[0]:08x}: the stored object is corrupt"
+            f"{record.crc:08x}: the stored object is corrupt"
         )
 
 

@@ -2,10 +2,14 @@
 
 The regular path receives each body into buffers (one copy) and writev copies them into
 the stdout pipe (a second copy). Here a body goes from the socket into a private pipe
-with splice(2) (page references, no copy), tee(2) puts the same pages into stdout (no
-copy), and one read into a small buffer, still in cache, feeds the CRC32C that backup
-recorded. On the 2-core bench machine that halves the plugin's CPU per GiB, and the
-server, which shares the cores, gets faster with it (README, Benchmarks).
+with splice(2) (page references, no copy), tee(2) puts the same pages into a second
+private pipe (no copy), and one read into a small buffer, still in cache, feeds the
+CRC32C of each block; a block's pages are spliced on from the second pipe into stdout
+only once the block matches its CRC in the block index (blocks.py), so no unchecked
+byte reaches the reader. A 0.1 object (only a whole-stream CRC32C, checked after the last
+byte) is teed straight into stdout instead. On the 2-core bench machine that halves the
+plugin's CPU per GiB, and the server, which shares the cores, gets faster with it
+(README, Benchmarks).
 
 When: a whole restore_data of an object backup_data wrote raw, stdout a pipe, and the
 lean S3 path over plain http (`encryption: off`); a TLS body is decrypted in user space,
@@ -38,6 +42,7 @@ from typing import Any, TypeVar
 
 from asyncplug.crc import crc32c
 from asyncplug.errors import PluginError
+from asyncplug.pipeline.blocks import BlockIndex
 from asyncplug.pipeline.pipes import PIPE_SIZE, grow_pipe, wait_writable
 from asyncplug.storage.base import HttpSource
 from asyncplug.storage.httphead import parse_head
@@ -80,6 +85,7 @@ class Splicer:
         connections: int,
         timeout: float,
         checksum: bool,
+        index: BlockIndex | None = None,
     ) -> None:
         self.source = source
         self.out = out
@@ -90,22 +96,44 @@ class Splicer:
         self.position = 0  # next object byte to write; everything before it is in `out`
         self.crc = 0  # CRC32C of what was written (when checksum)
         self.stopped = threading.Event()  # set by the restore when it gives up
+        self.index = index  # every block checked before it enters `out` (all pages loaded)
         self._scratch = memoryview(bytearray(PIPE_SIZE))
         self._etag: str | None = None
         self._pipe = (-1, -1)  # (read end, write end), made by run()
+        # With an index: the second pipe, holding bytes [position, _fed) of the object,
+        # of which the first _verified are checked and the rest are the current block's.
+        self._hold = (-1, -1)
+        self._cap = 0
+        self._held = 0
+        self._verified = 0
+        self._fed = 0
+        self._block_end = 0  # where the block being read ends
+        self._block_crc = 0
 
     def run(self, start: int, end: int) -> int:
         """Write [start, end); returns the position reached (== end unless it stopped)."""
-        self.position = start
+        self.position = self._fed = start
+        if self.index is not None:
+            self._block_end = self.index.block_end(start // self.index.block_size)
+        pipes: list[int] = []
         try:
             self._pipe = _own_pipe()
+            pipes.extend(self._pipe)
+            if self.index is not None:
+                self._hold = _own_pipe()
+                pipes.extend(self._hold)
+                self._cap = fcntl.fcntl(self._hold[1], fcntl.F_GETPIPE_SZ)
+                if self._cap < self.index.block_size:
+                    raise Stop(f"a pipe of {self._cap} bytes cannot hold a block")
         except Stop as exc:
             log.debug("splice path not taken: %s", exc)
+            for fd in pipes:
+                os.close(fd)
             return start
         try:
             return self._run(start, end)
         finally:
-            for fd in self._pipe:
+            for fd in pipes:
                 os.close(fd)
 
     def _run(self, start: int, end: int) -> int:
@@ -127,8 +155,10 @@ class Splicer:
                 ahead = number + len(slots)
                 if ahead < count:
                     slots[slot] = self._send(conn, fetch(ahead))
+            self._flush()
             log.debug("spliced %d bytes in %d GETs", end - start, count)
         except Stop as exc:  # errors on stdout (EPIPE: the reader went away) go up as they are
+            self._flush()  # the checked blocks; the regular path starts after them
             log.debug("splice path stopped at byte %d of [%d, %d): %s",
                       self.position, start, end, exc)  # fmt: skip
         finally:
@@ -173,11 +203,19 @@ class Splicer:
             self._write(body)
             left -= len(body)
         while left:
-            moved = conn.splice(self._pipe[1], min(left, PIPE_SIZE), self.stopped)
+            want = min(left, PIPE_SIZE)
+            if self.index is not None:
+                if self._held == self._cap:
+                    self._flush()
+                want = min(want, self._cap - self._held)
+            moved = conn.splice(self._pipe[1], want, self.stopped)
             self._drain(self._pipe[0], moved)
             left -= moved
 
     def _write(self, data: memoryview) -> None:
+        if self.index is not None:
+            self._hold_bytes(data)
+            return
         while data:
             written = _to_out(self.out, os.write, self.out, data)
             self.position += written
@@ -187,6 +225,9 @@ class Splicer:
 
     def _drain(self, pipe: int, count: int) -> None:
         """Move `count` bytes from the private pipe to `out`: tee, then read for the CRC."""
+        if self.index is not None:
+            self._drain_checked(pipe, count)
+            return
         while count:
             teed = _to_out(self.out, _tee_once, pipe, self.out, count)
             self.position += teed  # in stdout now, whatever happens next
@@ -197,6 +238,60 @@ class Splicer:
             if self.checksum:
                 self.crc = crc32c(view, self.crc)
             count -= teed
+
+    # --- with a block index: nothing enters `out` before its block is checked --------
+
+    def _drain_checked(self, pipe: int, count: int) -> None:
+        """Move `count` bytes from the private pipe to the holding pipe (tee), reading
+        them once for the CRC of their blocks."""
+        while count:
+            teed = _tee_once(pipe, self._hold[1], count)  # it has room: see _body
+            view = self._scratch[:teed]
+            if os.readv(pipe, [view]) != teed:  # they are in the pipe: it cannot be short
+                raise PluginError("restore: short read from the splice path's own pipe")
+            self._held += teed
+            self._check(view)
+            count -= teed
+
+    def _hold_bytes(self, data: memoryview) -> None:
+        """Body bytes that came with the head, into the holding pipe."""
+        while data:
+            if self._held == self._cap:
+                self._flush()
+            written = os.write(self._hold[1], data[: self._cap - self._held])
+            self._held += written
+            self._check(data[:written])
+            data = data[written:]
+
+    def _check(self, data: memoryview) -> None:
+        """CRC the bytes just held; a block that ends here must match, or nothing of it
+        goes out: the checked blocks before it are flushed and BlockMismatch raised."""
+        index = self.index
+        assert index is not None
+        at, end = 0, len(data)
+        while at < end:
+            take = min(end - at, self._block_end - self._fed)
+            if take <= 0:  # the body lengths were checked: it cannot pass the object's end
+                raise PluginError("restore: the splice path read past the end of the object")
+            self._block_crc = crc32c(data[at : at + take], self._block_crc)
+            self._fed += take
+            at += take
+            if self._fed == self._block_end:
+                block = (self._fed - 1) // index.block_size
+                if self._block_crc != index.crc(block):
+                    self._flush()
+                    raise index.mismatch(block)
+                self._block_crc = 0
+                self._verified = self._fed - self.position
+                self._block_end = index.block_end(block + 1)
+
+    def _flush(self) -> None:
+        """The checked bytes at the head of the holding pipe, into `out` (page moves)."""
+        while self._verified:
+            moved = _to_out(self.out, os.splice, self._hold[0], self.out, self._verified)
+            self.position += moved
+            self._verified -= moved
+            self._held -= moved
 
 
 class _Connection:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import os
 import signal
 import subprocess
@@ -23,6 +22,7 @@ from asyncplug.config import Config, build_config
 from asyncplug.errors import Interrupted, ObjectNotFound, StorageError
 from asyncplug.keys import object_key
 from asyncplug.pipeline.backup import run_backup, sidecar_key
+from asyncplug.pipeline.blocks import BlockIndex, index_key
 from asyncplug.pipeline.frames import crc32c
 from asyncplug.storage import Storage, open_storage
 from bench.procs import run_child
@@ -57,7 +57,7 @@ async def store(storage: Storage, config: Config, data: bytes) -> None:
 
 
 async def nothing_left(storage: Storage) -> None:
-    for key in (KEY, sidecar_key(KEY)):
+    for key in (KEY, sidecar_key(KEY), index_key(KEY)):
         with pytest.raises(ObjectNotFound):
             await storage.stat(key)
     assert await storage.abort_uploads(PREFIX) == 0
@@ -85,10 +85,14 @@ async def test_round_trip_around_the_first_part_boundary(
             if size <= PART:  # a single put: the checksum rides in the metadata
                 assert meta["asyncplug-crc32c"] == f"{crc32c(data):08x}"
                 assert meta["asyncplug-size"] == str(size)
-            else:
-                side_size = (await storage.stat(sidecar_key(KEY))).size
-                side = b"".join(await storage.get_range(sidecar_key(KEY), 0, side_size))
-                assert json.loads(side) == {"size": size, "crc32c": f"{crc32c(data):08x}"}
+            index_size = (await storage.stat(index_key(KEY))).size  # raw: always an index
+            body = b"".join(await storage.get_range(index_key(KEY), 0, index_size))
+            index = BlockIndex(KEY, body, index_size)
+            index.add_pages(0, body, 0)
+            assert index.raw_size == size
+            assert [index.crc(n) for n in range(index.count)] == [
+                crc32c(data[at : at + index.block_size]) for at in range(0, size, index.block_size)
+            ]
         else:
             assert meta["asyncplug-format"] == "framed-v1"
         assert await storage.abort_uploads(PREFIX) == 0

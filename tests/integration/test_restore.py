@@ -20,10 +20,11 @@ from asyncplug.config import Config, MiB, load_config
 from asyncplug.errors import IntegrityError, ObjectNotFound
 from asyncplug.pipeline import frames
 from asyncplug.pipeline.backup import run_backup
+from asyncplug.pipeline.blocks import index_key
 from asyncplug.pipeline.codecs import CODECS
 from asyncplug.pipeline.restore import restore_path, restore_stream
 from asyncplug.storage import open_storage
-from tests.restore_support import compressed, crc_metadata, crc_sidecar
+from tests.restore_support import compressed, crc_metadata
 
 KEY = "prod/cluster1/backups/20250101/20250101123456/gpbackup_0_20250101123456"
 SMALL = {"restore_multipart_chunksize": 256 * 1024, "restore_max_concurrent_requests": 3}
@@ -63,18 +64,17 @@ async def backup(config: Config, raw: bytes, frame_size: int = 64 * 1024) -> Non
 
 @pytest.mark.parametrize("compression", ["none", "zstd", "lz4"])
 async def test_round_trip_through_backup(backend_config: Config, compression: str) -> None:
-    # 11 MiB with 5 MiB parts: a multipart object (a CRC sidecar when raw).
+    # 11 MiB with 5 MiB parts: a multipart object (a block index beside it when raw).
     config = tuned(backend_config, compression=compression, backup_multipart_chunksize=5 * MiB)
     raw = os.urandom(3 * MiB) + text(8 * MiB)
     await backup(config, raw)
     assert await restore(config) == raw
     ranges = [(11 * MiB - 1, 11 * MiB), (5, 5), (7 * MiB, 7 * MiB + 300_000), (0, 1), (0, 1)]
     assert await restore(config, ranges) == b"".join(raw[a:b] for a, b in ranges)
-    if compression == "none":  # the CRC sidecar backup_data wrote is what restore checks
-        wrong = crc_sidecar(raw[:-1] + b"?")
+    if compression == "none":  # the block index backup_data wrote is what restore checks
         async with open_storage(config) as storage:
-            await storage.put(KEY + ".asyncplug-crc", wrong, frames.crc32c(wrong))
-        with pytest.raises(IntegrityError, match="does not match"):
+            await storage.delete([index_key(KEY)])
+        with pytest.raises(IntegrityError, match=r"index .* is missing"):
             await restore(config)
 
 

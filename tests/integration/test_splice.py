@@ -20,7 +20,7 @@ import pytest
 from asyncplug.config import build_config
 from asyncplug.crc import crc32c
 from asyncplug.errors import IntegrityError, Interrupted
-from asyncplug.pipeline import frames, splice
+from asyncplug.pipeline import blocks, frames, splice
 from asyncplug.pipeline.restore import restore_stream
 from asyncplug.storage.s3 import S3Storage
 from bench.seaweed import SeaweedServer
@@ -43,12 +43,21 @@ def options(seaweed: SeaweedServer, bucket: str, proxy: FaultProxy) -> dict[str,
     )
 
 
-async def store(storage: S3Storage, data: bytes, crc: int | None = None) -> None:
+async def store(
+    storage: S3Storage, data: bytes, crc: int | None = None, indexed: bool = False
+) -> None:
+    """As backup_data stores it: with a block index (indexed), or as asyncplug 0.1 did."""
     metadata = {
         frames.META_FORMAT: frames.FORMAT_RAW,
         frames.META_CRC: f"{crc32c(data) if crc is None else crc:08x}",
         frames.META_SIZE: str(len(data)),
     }
+    if indexed:
+        metadata[blocks.META_INDEX] = "1"
+        recorder = blocks.BlockRecorder()
+        recorder.update(memoryview(data))
+        index = recorder.finish()
+        await storage.put(blocks.index_key(KEY), index, crc32c(index))
     await storage.put(KEY, data, crc32c(data), metadata)
 
 
@@ -82,9 +91,10 @@ async def round_trip(
 ) -> None:
     """Store DATA as backup_data marks it, restore it into a pipe: the same bytes come out.
     The proxy's log holds the restore's requests only; caplog the restore's debug lines."""
+    indexed = bool(extra.pop("indexed", False))
     opts = {**options(seaweed, bucket, proxy), **extra}
     async with S3Storage(build_config(opts)) as storage:
-        await store(storage, DATA)
+        await store(storage, DATA, indexed=indexed)
         proxy.seen.clear()
         with caplog.at_level(logging.DEBUG, logger="asyncplug.pipeline"):
             assert await restore_to_pipe(storage, opts) == DATA
@@ -115,30 +125,36 @@ async def test_whole_object_is_spliced_in_chunk_gets(
     ],
     ids=["cut", "reset", "500", "503"],
 )
+@pytest.mark.parametrize("indexed", [False, True], ids=["0.1", "indexed"])
 async def test_a_fault_hands_over_to_the_regular_path_at_the_exact_byte(
     seaweed: SeaweedServer,
     bucket: str,
     proxy: FaultProxy,
     fault: Fault,
+    indexed: bool,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    proxy.faults = [fault]
-    await round_trip(seaweed, bucket, proxy, caplog)
+    # The index GET comes first when there is one: a kind the proxy does not know lets it
+    # through, and the fault hits the data.
+    proxy.faults = [Fault("GET", "pass"), fault] if indexed else [fault]
+    await round_trip(seaweed, bucket, proxy, caplog, indexed=indexed)
     assert "splice path stopped at byte" in caplog.text
     assert not proxy.faults
 
 
 @dataclass
 class FourthGetCut(FaultProxy):
-    """Cuts the body of the fourth GET it sees, after three chunks went out whole."""
+    """Cuts the body of the fourth GET it sees, after three chunks went out whole (the
+    fifth with nth=5: the index GET comes first)."""
 
     gets: int = 0
+    nth: int = 4
 
     def _take(self, method: str, body: int = 0) -> Fault | None:
         if method != "GET":
             return None
         self.gets += 1
-        return Fault("GET", "cut") if self.gets == 4 else None
+        return Fault("GET", "cut") if self.gets == self.nth else None
 
 
 async def test_a_cut_in_a_later_chunk_resumes_where_the_splice_stopped(
@@ -154,6 +170,27 @@ async def test_a_cut_in_a_later_chunk_resumes_where_the_splice_stopped(
     cut = 3 * CHUNK + CHUNK // 2
     assert f"splice path stopped at byte {cut} " in caplog.text
     assert any(r.startswith(f"bytes={cut}-") for r in data_gets(proxy))
+
+
+async def test_a_cut_with_a_block_index_resumes_after_the_last_checked_block(
+    seaweed: SeaweedServer, bucket: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    proxy = await FourthGetCut(seaweed.endpoint, nth=5).start()
+    try:
+        await round_trip(seaweed, bucket, proxy, caplog, indexed=True)
+    finally:
+        await proxy.stop()
+    # Half of chunk 3 arrived, but its block was not complete: nothing of it went out,
+    # and the regular path starts at the block.
+    assert f"splice path stopped at byte {3 * CHUNK} " in caplog.text
+    assert any(r.startswith(f"bytes={3 * CHUNK}-") for r in data_gets(proxy))
+
+
+async def test_indexed_object_is_spliced_and_checked_block_by_block(
+    seaweed: SeaweedServer, bucket: str, proxy: FaultProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    await round_trip(seaweed, bucket, proxy, caplog, indexed=True)
+    assert f"spliced {len(DATA)} bytes" in caplog.text
 
 
 async def test_wrong_recorded_crc_is_detected(

@@ -12,6 +12,7 @@ import pytest
 
 from asyncplug.errors import PluginError, StorageError
 from asyncplug.pipeline.backup import run_backup, sidecar_key
+from asyncplug.pipeline.blocks import index_key
 from tests.backup_support import fail_at, pipe_feed
 from tests.memory_storage import MemoryStorage
 from tests.unit.test_backup_stream import KEY, PART, config_for
@@ -22,6 +23,7 @@ DATA = os.urandom(12 * PART)
 def assert_nothing_left(storage: MemoryStorage) -> None:
     assert KEY not in storage.objects
     assert sidecar_key(KEY) not in storage.objects
+    assert index_key(KEY) not in storage.objects
     assert not storage.uploads
 
 
@@ -33,13 +35,13 @@ def assert_nothing_left(storage: MemoryStorage) -> None:
 async def test_a_storage_failure_aborts_and_propagates(
     compression: str, operation: str, number: int
 ) -> None:
-    # "put" here is the sidecar (raw) or nothing (compressed): both must leave no object.
+    # "put" here is the block index (raw) or nothing (compressed): both must leave no object.
     storage = MemoryStorage(min_part_size=PART, fault=fail_at(operation, number))
     data = os.urandom(12 * PART)
     with pipe_feed(data) as fd:
         if operation == "put" and compression != "none":
             await run_backup(storage, KEY, fd, config_for(compression), frame_size=1000)
-            return  # a compressed multipart object has no sidecar: nothing to fail
+            return  # a compressed multipart object has no index object: nothing to fail
         with pytest.raises(StorageError, match="injected"):
             await run_backup(storage, KEY, fd, config_for(compression), frame_size=1000)
     assert_nothing_left(storage)

@@ -3,7 +3,6 @@ every codec, single put vs multipart, checksum records, concurrency bound."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 from asyncplug.config import build_config
 from asyncplug.pipeline import frames
 from asyncplug.pipeline.backup import backup_path, run_backup, sidecar_key
+from asyncplug.pipeline.blocks import BLOCK_SIZE, BlockIndex, index_key
 from asyncplug.pipeline.parts import plan_parts
 from tests.backup_support import kwargs_for_config, pipe_feed, read_back, text_rows
 from tests.memory_storage import MemoryStorage
@@ -55,19 +55,42 @@ async def test_raw_round_trip_around_part_boundaries(size: int) -> None:
     assert stored == data
     assert meta["asyncplug-format"] == "raw"
     assert not storage.uploads
-    if size <= PART:  # fits one part: one put, checksum in the metadata
-        assert storage.calls == ["put"]
+    assert meta["asyncplug-index"] == "1"
+    assert_block_index(storage, data)
+    assert sidecar_key(KEY) not in storage.objects  # the 0.1 record: the index replaces it
+    if size <= PART:  # fits one part: one put (the 0.1 checksum in the metadata), the index
+        assert storage.calls == ["put", "put"]
         assert meta["asyncplug-crc32c"] == f"{frames.crc32c(data):08x}"
         assert meta["asyncplug-size"] == str(size)
-    else:  # multipart, then the sidecar
+    else:  # multipart, then the index
         assert storage.calls == ["start_upload", "complete", "put"]
-        side = json.loads(storage.objects[sidecar_key(KEY)][0])
-        assert side == {"size": size, "crc32c": f"{frames.crc32c(data):08x}"}
         sizes = storage.part_sizes[KEY]
         assert sum(sizes.values()) == size
         assert all(sizes[n] == PART for n in sorted(sizes)[:-1])
         offsets = storage.part_offsets[KEY]
         assert [offsets[n] for n in sorted(offsets)] == [PART * (n - 1) for n in sorted(offsets)]
+
+
+def assert_block_index(storage: MemoryStorage, data: bytes, block: int = BLOCK_SIZE) -> None:
+    body = storage.objects[index_key(KEY)][0]
+    index = BlockIndex(KEY, body, len(body))
+    index.add_pages(0, body, 0)
+    assert (index.raw_size, index.block_size) == (len(data), block)
+    expected = [frames.crc32c(data[at : at + block]) for at in range(0, len(data), block)]
+    assert [index.crc(n) for n in range(index.count)] == expected
+
+
+async def test_block_index_of_a_stream_over_many_blocks_and_parts() -> None:
+    # Parts of 5 MiB + 1000 bytes: blocks straddle parts; the last block is partial.
+    storage = MemoryStorage(min_part_size=5 * 1024 * 1024)
+    data = os.urandom(3 * (5 * 1024 * 1024 + 1000) + 12345)
+    with pipe_feed(data) as fd:
+        config = build_config(kwargs_for_config(backup_multipart_chunksize=5 * 1024 * 1024 + 1000))
+        assert await run_backup(storage, KEY, fd, config) == len(data)
+    stored, _ = await read_back(storage, KEY)
+    assert stored == data
+    assert_block_index(storage, data)
+    assert len(storage.part_sizes[KEY]) == 4  # the part CRCs (combined) were accepted
 
 
 @pytest.mark.parametrize("codec", ["zstd", "gzip", "lz4"])
@@ -81,6 +104,7 @@ async def test_compressed_round_trip(codec: str, size: int, kind: str) -> None:
     assert stored == data
     assert meta == {"asyncplug-format": "framed-v1"}  # the format carries its own checks
     assert not storage.uploads and sidecar_key(KEY) not in storage.objects
+    assert index_key(KEY) not in storage.objects
     body = storage.objects[KEY][0]
     assert storage.calls == (["put"] if len(body) <= PART else ["start_upload", "complete"])
     trailer = frames.parse_trailer(body[-frames.TRAILER_SIZE :], len(body))

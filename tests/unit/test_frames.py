@@ -73,3 +73,19 @@ def test_trailer_that_does_not_fit_the_object_is_corrupt() -> None:
     obj = compressed(b"q" * 5000, CODECS["zstd"], 1000)
     with pytest.raises(IntegrityError):
         frames.parse_trailer(obj[-frames.TRAILER_SIZE :], len(obj) + 1)
+
+
+@pytest.mark.parametrize("codec", sorted(CODECS))
+def test_a_frame_that_inflates_past_its_recorded_length_is_corrupt(codec: str) -> None:
+    bomb = CODECS[codec].compress(bytes(8 * 1024 * 1024), CODECS[codec].default_level)
+    with pytest.raises(IntegrityError):
+        CODECS[codec].decompress(bomb, 1000)  # the index says 1000 bytes
+
+
+def test_an_index_with_a_frame_beyond_the_limit_is_corrupt() -> None:
+    entries = [(10, frames.MAX_FRAME_RAW + 1, 0)]
+    index = frames.pack_index(entries)
+    trailer = frames.Trailer(frames.HEADER_SIZE + 10, len(index), frames.MAX_FRAME_RAW + 1, 1,
+                             frames.crc32c(index), CODECS["zstd"])  # fmt: skip
+    with pytest.raises(IntegrityError, match="too large"):
+        frames.FrameIndex(trailer, index)

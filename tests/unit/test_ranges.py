@@ -140,3 +140,37 @@ def test_frame_plan_covers_the_ranges_within_the_window(
         assert fetch.frames and (fetch.cost <= chunk or len(fetch.frames) == 1)
         assert fetch.start == fetch.frames[0].offset
         assert fetch.end == fetch.frames[-1].offset + fetch.frames[-1].length
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(1, 300_000),
+    st.lists(st.tuples(st.integers(0, 300_000), st.integers(0, 40_000)), max_size=12),
+    st.sampled_from([1000, 4096, 30_000, 65_536]),
+    st.integers(1, 4),
+)
+def test_aligned_fetches_hold_whole_blocks(
+    size: int, pairs: list[tuple[int, int]], chunk: int, reuse: int
+) -> None:
+    block = 8 * KiB
+    data = bytes(n % 251 for n in range(size))
+    ranges = [(min(a, size), min(a + n, size)) for a, n in pairs]
+    plan = plan_raw(ranges, chunk, reuse, align=block, size=size)
+    assert apply(plan, data) == b"".join(data[a:b] for a, b in ranges)
+    check_window(plan, reuse)
+    for fetch in plan.fetches:  # every byte written lies in a block checked whole
+        assert fetch.start % block == 0
+        assert fetch.end % block == 0 or fetch.end == size
+        assert fetch.end - fetch.start <= chunk + 2 * block
+
+
+def test_aligned_subset_reads_at_most_a_block_more_per_edge() -> None:
+    block = 256 * KiB
+    size = 1024**3
+    ranges = [(n * size // 20 + 12_345, n * size // 20 + 12_345 + size // 2000) for n in range(20)]
+    plain = plan_raw(ranges, 12 * 1024 * KiB, 4)
+    aligned = plan_raw(ranges, 12 * 1024 * KiB, 4, align=block, size=size)
+    extra = sum(f.end - f.start for f in aligned.fetches) - sum(
+        f.end - f.start for f in plain.fetches
+    )
+    assert 0 < extra <= 2 * block * len(ranges)
