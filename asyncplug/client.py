@@ -115,6 +115,10 @@ def send(sock: socket, argv: list[str], fds: tuple[int, ...]) -> None:
         sock.sendall(data[sent:])
 
 
+class _Early(Exception):
+    """A signal came before the worker had said which process runs the command."""
+
+
 def request(
     argv: list[str], path: str | None = None, fds: tuple[int, int, int] = (0, 1, 2)
 ) -> int | None:
@@ -134,7 +138,10 @@ def request(
             os.kill(worker[0], signum)
         else:
             caught.append(signum)
+            if waiting[0]:
+                raise _Early  # a worker stuck before it started (a config on a hung mount)
 
+    waiting = [True]
     previous = {sig: _signal.signal(sig, forward) for sig in FORWARDED}
     try:
         try:
@@ -143,6 +150,7 @@ def request(
         except OSError:  # fds 0-2 not all open, or the server went away: run here
             reply = b""
         if not reply.startswith(b"P"):
+            waiting[0] = False
             return None
         worker[0] = int(reply[1:])
         while caught:
@@ -151,7 +159,21 @@ def request(
             status = read_line(sock, pending)
         except OSError:
             status = b""
+        waiting[0] = False
         worker[0] = 0  # the worker may serve another client now: signal no more
+    except _Early:
+        # Closing the socket below tells a worker that has started to stop; this process
+        # reports the signal as the command would before it runs.
+        import signal
+
+        from asyncplug.cli import _interrupted
+
+        name = argv[0] if argv else "asyncplug"
+        signame = signal.Signals(caught.pop()).name
+        caught.clear()
+        sys.stderr.write(f"asyncplug: {_interrupted(name, signame)}\n")
+        sys.stderr.flush()
+        return INTERRUPTED << 8
     finally:
         sock.close()
         for sig, handler in previous.items():

@@ -30,6 +30,7 @@ import os
 import select
 import signal
 import socket
+import stat
 import struct
 import sys
 import threading
@@ -455,6 +456,8 @@ class Worker:
             return None
         path = os.path.join(request.cwd, request.argv[1])
         try:
+            if not stat.S_ISREG(os.stat(path).st_mode):
+                return None  # a FIFO would block here, before the client knows the worker
             key = _identity(path)
             cached = self.configs.get(path)
             if cached is not None and cached[0] == key:

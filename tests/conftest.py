@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,22 @@ _bucket_numbers = itertools.count(1)
 READ_LIST = Identity("read-list", "asyncplug-read-list", "read-list-secret", ("Read", "List"))
 WRITE_LIST = Identity("write-list", "asyncplug-write-list", "write-list-secret", ("Write", "List"))
 READ_WRITE = Identity("read-write", "asyncplug-read-write", "read-write-secret", ("Read", "Write"))
+
+
+@pytest.fixture(autouse=True)
+def _own_warm_server_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every test starts with no warm server: a setup_plugin_for_backup at segment_host
+    scope (gpbackup's plugin test bench runs one) starts a server that would otherwise
+    serve the next tests' commands for a minute, with their state. Tests that want one
+    name their own directory (runner.Plugin.runtime_dir)."""
+    from asyncplug import client, server
+    from tests.server_support import private_dir
+
+    directory = private_dir()
+    monkeypatch.setenv("ASYNCPLUG_RUNTIME_DIR", directory)
+    yield
+    server.stop(os.path.join(directory, os.path.basename(client.socket_path())))
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

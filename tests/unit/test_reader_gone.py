@@ -94,7 +94,7 @@ def test_main_ends_the_process_by_sigpipe(tmp_path: Path) -> None:
     script = (
         "import sys\n"
         "from asyncplug import cli\n"
-        "cli.run = lambda argv: cli.READER_GONE\n"
+        "cli.run = lambda argv, watcher=None: cli.READER_GONE\n"
         "cli.main(['restore_data'])\n"
         "print('not reached')\n"
     )
