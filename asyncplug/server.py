@@ -596,6 +596,9 @@ async def _nothing() -> None:
 
 def main(argv: list[str]) -> int:
     """`python -I -m asyncplug.server SOCKET IDLE`: detach, then serve."""
+    # Started by a setup command, whose signal watcher blocks SIGTERM, SIGINT and SIGHUP:
+    # a blocked mask is inherited, and stop() could then not end idle workers.
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
     if len(argv) != 3 or not client.private_dir(os.path.dirname(argv[1])):
         return 2
     if os.fork() != 0:
