@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
@@ -53,7 +54,7 @@ from botocore.retries.standard import ExponentialBackoff, RetryEventAdapter, Ret
 from asyncplug.config import Config
 from asyncplug.errors import AccessDenied, InputError, ObjectNotFound, PluginError, StorageError
 from asyncplug.spool import STEP, SpoolMap, release
-from asyncplug.storage import endpoints, probe, tls
+from asyncplug.storage import endpoints, http1, probe, tls
 from asyncplug.storage.base import Buffer, ObjectInfo, Storage, Upload
 from asyncplug.storage.retry import backoff, backoff_delay
 from asyncplug.storage.s3common import (
@@ -165,11 +166,27 @@ def client_config(config: Config, trust: tls.Trust | None = None) -> AioConfig:
 
 
 class _Conditions(AioStandardRetryConditions):  # type: ignore[misc]
-    """botocore's standard conditions, except a certificate that failed verification."""
+    """botocore's standard conditions, except a certificate that failed verification, and
+    the lean path's dead-host rule (http1.DEAD_AFTER): once no connection of this client
+    has opened for DEAD_AFTER connect timeouts, connection failures are not retried."""
+
+    def __init__(self, max_attempts: int, connect_timeout: float = 10.0) -> None:
+        super().__init__(max_attempts=max_attempts)
+        self._dead_after = http1.DEAD_AFTER * connect_timeout
+        self._failing_since: float | None = None  # first connection failure of a run
 
     async def is_retryable(self, context: Any) -> bool:
-        if tls.certificate_failure(context.caught_exception) is not None:
+        exc = context.caught_exception
+        if tls.certificate_failure(exc) is not None:
             return False
+        if isinstance(exc, (bce.ConnectTimeoutError, bce.EndpointConnectionError)):  # no connection
+            now = time.monotonic()
+            if self._failing_since is None:
+                self._failing_since = now
+            elif now - self._failing_since >= self._dead_after:
+                return False
+        else:
+            self._failing_since = None
         return bool(await super().is_retryable(context))
 
 
@@ -180,7 +197,7 @@ class _Backoff(ExponentialBackoff):  # type: ignore[misc]
         return backoff_delay(int(context.attempt_number))
 
 
-def lift_retry_quota(client: Any, total_attempts: int) -> None:
+def lift_retry_quota(client: Any, total_attempts: int, connect_timeout: float = 10.0) -> None:
     """Give the client botocore's standard retry handler again, minus the retry quota.
 
     Standard mode shares one quota per client (500, a retry costs 5 or more): measured
@@ -191,7 +208,7 @@ def lift_retry_quota(client: Any, total_attempts: int) -> None:
     """
     handler = AioRetryHandler(
         retry_policy=AioRetryPolicy(
-            retry_checker=_Conditions(max_attempts=total_attempts),
+            retry_checker=_Conditions(total_attempts, connect_timeout),
             retry_backoff=_Backoff(),
         ),
         retry_event_adapter=RetryEventAdapter(),
@@ -317,7 +334,9 @@ class BotoStorage(Storage):
                     except Exception as exc:
                         await stack.aclose()
                         raise self.translate(exc, f"S3 client for {self.endpoint_text}") from exc
-                    lift_retry_quota(client, self.config.max_retries + 1)
+                    lift_retry_quota(
+                        client, self.config.max_retries + 1, self.config.connect_timeout
+                    )
                     self._stack, self._client = stack, client
         return self._client
 

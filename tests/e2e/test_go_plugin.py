@@ -111,7 +111,7 @@ def test_list_directory_and_delete_backup_of_each_others_backups(
     lab: Lab, seaweed: SeaweedServer, bucket: str, shared_options: dict[str, Any]
 ) -> None:
     # 5MB parts (5 MiB, both plugins): asyncplug's 12 MiB backup is a multipart upload and
-    # gets its `.asyncplug-crc` sidecar object.
+    # gets its `.asyncplug-idx` block index object.
     go, ours = both(lab, {**shared_options, "backup_multipart_chunksize": "5MB"}, "s3.yaml")
     go_seg, our_seg, sibling = (lab.segment(n) for n in ("go", "ours", "sibling"))
     for seg in (go_seg, our_seg, sibling):
@@ -127,7 +127,7 @@ def test_list_directory_and_delete_backup_of_each_others_backups(
             ours, lab.env, "backup_file", str(seg.backup_dir / f"gpbackup_{seg.timestamp}_report")
         )
     everything = stored(seaweed, bucket)
-    assert f"{_key(our_seg.data_file)}.asyncplug-crc" in everything
+    assert f"{_key(our_seg.data_file)}.asyncplug-idx" in everything
 
     ours_listed = plugin(ours, lab.env, "list_directory").stdout.decode()
     assert (

@@ -391,6 +391,19 @@ async def test_a_dead_endpoint_fails_within_the_bound(write_config: Any, tmp_pat
     assert "no connection for 1.8 s" in message and "cannot connect to endpoint" in message
 
 
+async def test_a_dead_endpoint_fails_within_the_bound_on_aiobotocore(
+    write_config: Any, tmp_path: Path
+) -> None:
+    """The listing goes through aiobotocore: the same dead-host rule ends its retries
+    (without it, 51 attempts of 0.3 s plus backoffs up to 20 s: past the runner's 120 s)."""
+    with black_hole() as endpoint:
+        plugin = plugin_for(endpoint, write_config, tmp_path, connect_timeout=0.3, max_retries=50)
+        proc = await run(plugin, "list_directory")
+    message = check_failure(proc, 5)
+    attempts = re.search(r"after (\d+) attempts", message)
+    assert attempts is not None and int(attempts.group(1)) < 51, message
+
+
 @pytest.mark.parametrize("case", ["head-never-ends", "stall-after-head", "status-2000"])
 async def test_the_splice_path_hands_over_within_its_bound(hostile: HostileS3, case: str) -> None:
     """restore's zero-copy path (its own sockets) stops at the first byte it cannot take:
