@@ -99,12 +99,12 @@ class Relay:
                 count = source.recv_into(buffer)
                 if not count:
                     break
-                sink.sendall(view[:count])
-                with self._lock:
-                    if down:
+                with self._lock:  # counted before it is passed on: a client that has it
+                    if down:  # has been counted
                         self.downstream += count
                     else:
                         self.upstream += count
+                sink.sendall(view[:count])
         except OSError:
             pass
         finally:
