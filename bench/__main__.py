@@ -196,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"python -m bench: {exc}", file=sys.stderr)
         return 2
     started, clock = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), time.perf_counter()
+    runner.byte_compile()
     work_dir = tempfile.mkdtemp(prefix="asyncplug-bench-", dir=args.work_dir)
     display = make_display()
     target: targets.Target | None = None

@@ -44,6 +44,7 @@ class ChildRun:
     bytes_out: int
     digest: str
     stderr: str
+    minflt: int = 0  # minor page faults of the command
 
     @property
     def ok(self) -> bool:
@@ -145,6 +146,7 @@ def run_child(
         bytes_out=drained[0],
         digest=digest.hexdigest(),
         stderr=stderr,
+        minflt=int(report.get("minflt", 0)),
     )
 
 
