@@ -161,3 +161,12 @@ DOC = {
     "duration_s": 1.0, "asyncplug_version": "", "host": {}, "target": {}, "settings": {},
     "data": [], "compared": [], "skipped": [], "ok": True,
 }  # fmt: skip
+
+
+def test_load_probe_variants_name_their_options() -> None:
+    from bench.load_probe import parse_variant
+
+    assert parse_variant("chunk24:restore_multipart_chunksize=24MiB,restore_splice=off") == (
+        "chunk24", {"restore_multipart_chunksize": "24MiB", "restore_splice": "off"})  # fmt: skip
+    with pytest.raises(SystemExit, match="NAME:OPTION=VALUE"):
+        parse_variant("chunk24")
