@@ -117,11 +117,12 @@ def main() -> None:
         served = statistics.median(g.server_cpu_s or 0.0 for g, _ in runs) / total
         reader = statistics.median(r for _, r in runs) / total
         rss = max(g.rss_max_kib for g, _ in runs) / 1024
+        first = statistics.median(g.first_byte_s or 0.0 for g, _ in runs)
         print(f"{name:16s} {n * size / 1e6 / wall:7.0f} MB/s  x{curl_wall / wall:4.2f} curl"
               f"  tool {tool:4.2f} + server {served:4.2f} + reader {reader:4.2f}"
               f" = {tool + served + reader:4.2f} CPU-s/GiB"
               f"  {(tool + served + reader) * total / wall:4.2f} cores busy"
-              f"  {rss:4.0f} MB RSS")  # fmt: skip
+              f"  first byte {first:4.2f} s  {rss:4.0f} MB RSS")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -59,6 +59,12 @@ class Group:
         return sum(r.cpu_s for r in self.runs)
 
     @property
+    def first_byte_s(self) -> float | None:
+        """Median time from a restore's start to its first byte out (None for backups)."""
+        firsts = [r.first_byte_s for r in self.runs if r.first_byte_s is not None]
+        return statistics.median(firsts) if firsts else None
+
+    @property
     def rss_max_kib(self) -> int:
         return max((r.maxrss_kib for r in self.runs), default=0)
 
@@ -228,7 +234,7 @@ class Streams:
             "peak_rss_mb": None, "ratio_to_ceiling": None, "ratios_to_compared": {},
             "verified": tool.verified, "error": tool.error.get(direction),
             "streams": n, "stream_bytes": size, "rss_sum_mb": None,
-            "server_cpu_s_per_gib": None, "walls_s": [],
+            "server_cpu_s_per_gib": None, "walls_s": [], "first_byte_s": None,
         }  # fmt: skip
         if not groups:
             row["error"] = row["error"] or tool.error.get("backup") or "not run"
@@ -245,6 +251,9 @@ class Streams:
             peak_rss_mb=round(max(g.rss_max_kib for g in groups) / 1024, 1),
             rss_sum_mb=round(max(g.rss_sum_kib for g in groups) / 1024, 1),
         )
+        firsts = [g.first_byte_s for g in groups if g.first_byte_s is not None]
+        if firsts:
+            row["first_byte_s"] = round(statistics.median(firsts), 3)
         if tool.kind == "baseline":
             row["ratio_to_ceiling"] = 1.0
         if servers:
@@ -274,7 +283,8 @@ def summary(rows: Sequence[dict[str, Any]]) -> str:
     compared = sorted({name for r in shown for name in r["ratios_to_compared"]})
     head = ["N streams at once", "data", "MB/s (aggregate)", "vs curl xN",
             *(f"vs {c} xN" for c in compared), "tool CPU s/GiB (summed)",
-            "server CPU s/GiB", "peak RSS MiB (max / sum)", "verified"]  # fmt: skip
+            "server CPU s/GiB", "first byte s", "peak RSS MiB (max / sum)",
+            "verified"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def num(value: Any, digits: int) -> str:
@@ -290,7 +300,8 @@ def summary(rows: Sequence[dict[str, Any]]) -> str:
         )
         cells = [name, r["data"], num(r["mb_per_s"], 1), num(r["ratio_to_ceiling"], 2),
                  *(num(r["ratios_to_compared"].get(c), 2) for c in compared),
-                 num(r["cpu_s_per_gib"], 2), num(r["server_cpu_s_per_gib"], 2), rss,
+                 num(r["cpu_s_per_gib"], 2), num(r["server_cpu_s_per_gib"], 2),
+                 num(r.get("first_byte_s"), 2), rss,
                  verified]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
