@@ -16,7 +16,6 @@ import contextlib
 import errno
 import mmap
 import os
-import tempfile
 
 from asyncplug.errors import PluginError
 
@@ -32,6 +31,8 @@ def spool_map(size: int, directory: str) -> SpoolMap:
     """A `size`-byte buffer on disk in `directory` ("" = the system temp directory),
     with its blocks allocated now: running out of room is an error here, not a SIGBUS
     when a page is first written."""
+    import tempfile  # only here: it imports shutil, bz2 and lzma, a cost every process paid
+
     directory = directory or tempfile.gettempdir()
     try:
         fd = _unnamed_file(directory)
@@ -56,6 +57,8 @@ def _unnamed_file(directory: str) -> int:
     if hasattr(os, "O_TMPFILE"):
         with contextlib.suppress(OSError):  # not every filesystem has O_TMPFILE
             return os.open(directory, flags | os.O_TMPFILE, 0o600)
+    import tempfile
+
     fd, path = tempfile.mkstemp(dir=directory, prefix=".asyncplug-spool-")
     os.unlink(path)
     return fd

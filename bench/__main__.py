@@ -19,7 +19,7 @@ from typing import Any
 
 from asyncplug.config import parse_size
 from asyncplug.errors import ConfigError
-from bench import datagen, per_table, report, runner, targets
+from bench import datagen, per_table, report, runner, streams, subset_scale, targets
 from bench import scenarios as sc
 from bench.chart import write_chart
 from bench.progress import make_display
@@ -56,6 +56,30 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="comma-separated, from: "
         + ",".join(sc.SCENARIOS)
         + " (default: all that fit the target; fewer with --quick)",
+    )
+    add(
+        "--streams",
+        type=int,
+        default=streams.DEFAULT_STREAMS,
+        help="streams scenario: processes at once (default: %(default)s)",
+    )
+    add(
+        "--stream-size",
+        help=f"streams scenario: bytes per stream "
+        f"(default: {streams.STREAM_SIZE}, {streams.QUICK_STREAM_SIZE} with --quick)",
+    )
+    add(
+        "--subset-sizes",
+        help=f"subset_scale scenario: object sizes (default: "
+        f"{subset_scale.DEFAULT_SIZES}, {subset_scale.QUICK_SIZES} with --quick)",
+    )
+    add(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="another asyncplug option in every asyncplug config (repeatable), "
+        "e.g. restore_multipart_chunksize=24MiB",
     )
     add(
         "--repeat",
@@ -109,8 +133,23 @@ class Usage(Exception):
 def check_args(args: argparse.Namespace) -> tuple[int, list[str], list[runner.Executable]]:
     try:
         size = parse_size(args.size or (QUICK_SIZE if args.quick else DEFAULT_SIZE), "--size")
+        quick = streams.QUICK_STREAM_SIZE if args.quick else streams.STREAM_SIZE
+        args.stream_bytes = parse_size(args.stream_size or quick, "--stream-size")
     except ConfigError as exc:
-        raise Usage(str(exc).replace("option --size", "--size")) from None
+        raise Usage(str(exc).replace("option --", "--")) from None
+    try:
+        quick = subset_scale.QUICK_SIZES if args.quick else subset_scale.DEFAULT_SIZES
+        args.subset_bytes = subset_scale.parse_sizes(args.subset_sizes or quick)
+    except ValueError as exc:
+        raise Usage(str(exc)) from None
+    if args.streams < 1:
+        raise Usage("--streams must be at least 1")
+    args.plugin_set = {}
+    for setting in args.set:
+        name, sep, value = setting.partition("=")
+        if not sep or not name.strip():
+            raise Usage(f"--set {setting}: give NAME=VALUE")
+        args.plugin_set[name.strip()] = value
     if args.repeat < 1:
         raise Usage("--repeat must be at least 1")
     if args.config and (args.storage == "file" or args.path):
@@ -159,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"python -m bench: {exc}", file=sys.stderr)
         return 2
     started, clock = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), time.perf_counter()
+    runner.byte_compile()
     work_dir = tempfile.mkdtemp(prefix="asyncplug-bench-", dir=args.work_dir)
     display = make_display()
     target: targets.Target | None = None
@@ -181,8 +221,15 @@ def main(argv: list[str] | None = None) -> int:
             harness.append({"kind": kind, "size": size, "digest": dataset.digest, **speeds})
         plugin = runner.Executable("asyncplug", os.path.abspath(args.plugin))
         run = runner.Runner(target, plugin, compared, datasets, sc.variants_for(names),
-                            work_dir, display, repeat=args.repeat, seed=args.seed)  # fmt: skip
+                            work_dir, display, repeat=args.repeat, seed=args.seed,
+                            plugin_set=args.plugin_set)  # fmt: skip
         rows = run.run()
+        if streams.SCENARIO in names:
+            for dataset in datasets:
+                rows += streams.run_streams(run, stream_dataset(args, dataset, work_dir, display),
+                                            args.streams)  # fmt: skip
+        if subset_scale.SCENARIO in names:
+            rows += subset_scale.run_scale(run, args.subset_bytes)
         report.derive(rows, target.storage)
         for warning in harness_warnings(rows, harness):
             display.note(f"warning: {warning}")
@@ -195,7 +242,9 @@ def main(argv: list[str] | None = None) -> int:
             "host": host_info(),
             "target": target.describe(),
             "settings": {"size": size, "repeat": args.repeat, "data": kinds, "scenarios": names,
-                         "quick": args.quick, "seed": args.seed, "verify_hash": "xxh3_128"},
+                         "quick": args.quick, "seed": args.seed, "verify_hash": "xxh3_128",
+                         "streams": args.streams, "stream_size": args.stream_bytes,
+                         "subset_sizes": args.subset_bytes, "plugin_set": args.plugin_set},
             "data": harness,
             "compared": [{"name": e.name, "path": e.path, "version": runner.version_of(e.path)}
                          for e in compared],
@@ -239,6 +288,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {line}", file=sys.stderr)
         return 1
     return 0
+
+
+def stream_dataset(
+    args: argparse.Namespace, dataset: datagen.Dataset, work_dir: str, display: Any
+) -> datagen.Dataset:
+    """The streams scenario's source: the data set itself when --stream-size is --size."""
+    if args.stream_bytes == dataset.size:
+        return dataset
+    display.note(f"generating {args.stream_bytes / 2**20:,.0f} MiB of {dataset.kind} data "
+                 "for the streams ...")  # fmt: skip
+    path = os.path.join(work_dir, f"streams-{dataset.kind}.dat")
+    return datagen.write_dataset(dataset.kind, args.stream_bytes, path, args.seed)
 
 
 def write_outputs(doc: dict[str, Any], output: str) -> tuple[str, str]:

@@ -30,6 +30,7 @@ import yaml
 from asyncplug.config import MiB, parse_size
 from bench.datagen import write_dataset
 from bench.procs import ChildRun, probe_line, run_child
+from bench.runner import byte_compile
 from bench.seaweed import ACCESS_KEY, SECRET_KEY, SeaweedServer
 
 BUCKET = "backup-probe"
@@ -74,6 +75,7 @@ def main() -> None:
     args = parser.parse_args()
     size = parse_size(args.size, "--size")
 
+    byte_compile()  # as installed: no module compiled again by every process
     with tempfile.TemporaryDirectory(prefix="asyncplug-probe-") as tmp, SeaweedServer() as server:
         work = Path(tmp)
         server.create_bucket(BUCKET)

@@ -8,7 +8,7 @@ this script (run with `python -I -S`, a few MiB), the command's ru_maxrss is its
 
 The command inherits stdin, stdout and stderr; this process closes its copies so that
 the pipes end when the command ends. RESULT receives one JSON object: returncode,
-wall_s, utime_s, stime_s, maxrss_kib, all from os.wait4 of the command alone.
+wall_s, utime_s, stime_s, maxrss_kib, minflt (page faults), all from os.wait4 of the command alone.
 Standard library only: it runs without site-packages.
 """
 
@@ -42,6 +42,7 @@ def main(argv: list[str]) -> int:
                 "utime_s": usage.ru_utime,
                 "stime_s": usage.ru_stime,
                 "maxrss_kib": usage.ru_maxrss,
+                "minflt": usage.ru_minflt,
             },
             out,
         )

@@ -44,6 +44,8 @@ class ChildRun:
     bytes_out: int
     digest: str
     stderr: str
+    minflt: int = 0  # minor page faults of the command
+    first_byte_s: float | None = None  # start to the first byte on stdout (when drained)
 
     @property
     def ok(self) -> bool:
@@ -73,7 +75,7 @@ def _feed(source: str, pipe_fd: int, moved: list[int], tick: Tick) -> None:
         os.close(pipe_fd)
 
 
-def _drain(pipe_fd: int, digest: Digest, moved: list[int], tick: Tick) -> None:
+def _drain(pipe_fd: int, digest: Digest, moved: list[int], tick: Tick, first: list[float]) -> None:
     buffer = bytearray(CHUNK)
     view = memoryview(buffer)
     try:
@@ -81,6 +83,8 @@ def _drain(pipe_fd: int, digest: Digest, moved: list[int], tick: Tick) -> None:
             n = os.readv(pipe_fd, [buffer])
             if n == 0:
                 break
+            if not first:
+                first.append(time.perf_counter())
             digest.update(view[:n])
             moved[0] += n
             tick(n)
@@ -100,6 +104,7 @@ def run_child(
     tick = tick or (lambda n: None)
     digest = new_digest()
     fed, drained = [0], [0]
+    first: list[float] = []
     threads: list[threading.Thread] = []
     with (
         open(os.devnull, "rb") as null_in,
@@ -123,7 +128,7 @@ def run_child(
             assert proc.stdout is not None
             fd = os.dup(proc.stdout.fileno())
             proc.stdout.close()
-            threads.append(threading.Thread(target=_drain, args=(fd, digest, drained, tick)))
+            threads.append(threading.Thread(target=_drain, args=(fd, digest, drained, tick, first)))
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -145,6 +150,8 @@ def run_child(
         bytes_out=drained[0],
         digest=digest.hexdigest(),
         stderr=stderr,
+        minflt=int(report.get("minflt", 0)),
+        first_byte_s=first[0] - start if first else None,
     )
 
 

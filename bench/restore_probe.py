@@ -34,6 +34,7 @@ import yaml
 
 from asyncplug.config import Config, MiB, parse_size
 from bench.procs import ChildRun, probe_line, run_child
+from bench.runner import byte_compile
 from bench.seaweed import ACCESS_KEY, SECRET_KEY, SeaweedServer
 from bench.verify import digest_file
 
@@ -146,6 +147,7 @@ def main() -> None:
     chunk = parse_size(args.chunk, "--chunk") if args.chunk else Config.restore_multipart_chunksize
     concurrency = args.concurrency or Config.restore_max_concurrent_requests
 
+    byte_compile()  # as installed: no module compiled again by every process
     with tempfile.TemporaryDirectory(prefix="asyncplug-probe-") as tmp, SeaweedServer() as server:
         work = Path(tmp)
         server.create_bucket(BUCKET)

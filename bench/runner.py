@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import scenarios as sc
+from bench import subsets
 from bench.datagen import Dataset
 from bench.procs import ChildRun, run_child
 from bench.progress import PlainDisplay, RichDisplay
@@ -77,11 +78,13 @@ class Runner:
     display: PlainDisplay | RichDisplay
     repeat: int = 1
     seed: int = 0
+    plugin_set: dict[str, str] = field(default_factory=dict)  # --set NAME=VALUE (asyncplug)
     timestamp: str = field(default_factory=lambda: time.strftime("%Y%m%d%H%M%S"))
     rows: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
     _objects: dict[tuple[str, str, str], StoredObject] = field(default_factory=dict)
     _configs: dict[tuple[str, str], str] = field(default_factory=dict)
+    _limits: dict[tuple[str, str], tuple[float | None, str | None]] = field(default_factory=dict)
     _content_ids: int = 0
 
     # --- the run ------------------------------------------------------------------------
@@ -164,14 +167,84 @@ class Runner:
         checks = [m.verified for m in measures if m.verified is not None]
         if checks:
             row["verified"] = all(checks)
+        if variant.op == sc.RESTORE_SUBSET:
+            self.subset_limits(variant, dataset, exe, row)
         self.display.note(one_line(row))
         return row
+
+    def subset_limits(
+        self, variant: sc.Variant, dataset: Dataset, exe: Executable, row: dict[str, Any]
+    ) -> None:
+        ranges = self.subset(variant, dataset)
+        obj = self.ensure(exe, dataset, "none")
+        self.limits(
+            row, exe, obj, self.offsets_file(variant, dataset, ranges), self.config(exe, variant),
+            ranges, digest_file(dataset.path, ranges)[0], (dataset.kind, variant.label),
+        )  # fmt: skip
+
+    def limits(
+        self,
+        row: dict[str, Any],
+        exe: Executable,
+        obj: StoredObject,
+        offsets: str,
+        config: str,
+        ranges: list[tuple[int, int]],
+        want: str,
+        slot: tuple[str, str],
+    ) -> None:
+        """Bytes a subset fetched (counted on the wire, one unmeasured run) and the wall
+        time of `curl --parallel` fetching the same ranges (bench/subsets.py); the curl
+        figure is measured once per `slot`."""
+
+        def argv_for(path: str) -> list[str]:
+            return [exe.path, sc.RESTORE_SUBSET, path, obj.local, offsets]
+
+        if self.target.storage == "s3":
+            with self.display.task(f"(counting bytes fetched: {row['label']})", 0):
+                fetched, why = subsets.fetched_bytes(
+                    self.target.url, config, argv_for, want, self.env()
+                )
+            row["bytes_fetched"] = fetched
+            if why:
+                self.display.note(f"{row['label']} ({exe.name}): bytes fetched unknown: {why}")
+        if slot not in self._limits:
+            self._limits[slot] = self.curl_limit(obj, ranges, want, row["label"])
+        limit = self._limits[slot][0]
+        row["limit_wall_s"] = None if limit is None else round(limit, 3)
+        row["ratio_to_limit"] = subsets.ratio(row["wall_s"], row["limit_wall_s"])
+
+    def curl_limit(
+        self, obj: StoredObject, ranges: list[tuple[int, int]], want: str, label: str
+    ) -> tuple[float | None, str | None]:
+        """The physical limit of a subset: curl --parallel fetching the same ranges of an
+        object holding the same bytes (a raw object is the stream itself)."""
+        reason = self.unavailable(sc.Variant("limit", sc.GET, tool="curl"))
+        if reason:
+            return None, reason
+        with self.display.task(f"(curl --parallel, the limit of {label})", 0):
+            url = self.target.object_url(self.key(obj.local))
+            limit = subsets.curl_limit(
+                self.curl(), url, ranges, want, self.repeat, self.work_dir, self.env()
+            )
+        if limit[1]:
+            self.display.note(f"{label}: curl --parallel failed: {limit[1]}")
+        return limit
 
     def new_row(self, variant: sc.Variant, dataset: Dataset, exe: Executable) -> dict[str, Any]:
         logical = dataset.size
         if variant.op == sc.RESTORE_SUBSET:
             logical = sum(e - s for s, e in self.subset(variant, dataset))
         kind = "baseline" if variant.baseline else "compared" if exe.compared else "plugin"
+        extra: dict[str, Any] = {}
+        if variant.op == sc.RESTORE_SUBSET:
+            extra = {
+                "object_bytes": dataset.size,
+                "ranges": sc.SUBSET_RANGES,
+                "bytes_fetched": None,
+                "limit_wall_s": None,
+                "ratio_to_limit": None,
+            }
         return {
             "scenario": variant.scenario,
             "variant": variant.name,
@@ -194,6 +267,7 @@ class Runner:
             "ratios_to_compared": {},
             "verified": None,
             "error": None,
+            **extra,
         }
 
     # --- one repetition -------------------------------------------------------------------
@@ -362,6 +436,7 @@ class Runner:
                 options = self.target.compare_options()
             else:
                 options = self.target.plugin_options(variant.compression, variant.level)
+                options.update(self.plugin_set)
             safe = exe.name.replace("/", "_")
             path = os.path.join(self.work_dir, f"plugin-{safe}-{variant.codec}.yaml")
             self._configs[slot] = write_plugin_config(path, exe.path, options)
@@ -479,6 +554,18 @@ def one_line(row: dict[str, Any]) -> str:
         f"{row['mb_per_s']:>8.1f} MB/s  {row['cpu_s_per_gib']:>7.2f} CPU s/GiB  "
         f"{row['peak_rss_mb']:>7.1f} MiB RSS  {verified}"
     )
+
+
+def byte_compile() -> None:
+    """Write the .pyc files of the asyncplug package this Python imports (the plugin's
+    own beside it, by default). An editable install compiles nothing, and where
+    PYTHONDONTWRITEBYTECODE is set every plugin process would compile its modules again:
+    64 ms of CPU per process here, a start-up cost no installed copy pays."""
+    import compileall
+
+    import asyncplug
+
+    compileall.compile_dir(os.path.dirname(asyncplug.__file__), quiet=1)
 
 
 def plugin_executable() -> str:

@@ -88,7 +88,10 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("cat_put", PUT, tool="cat"),
     Variant("cat_get", GET, tool="cat"),
 )
-SCENARIOS: tuple[str, ...] = tuple(dict.fromkeys(v.scenario for v in VARIANTS))
+# Scenarios that run many processes or their own objects, in their own modules
+# (bench/streams.py, bench/subsets.py); they run only when named in --scenarios.
+OWN_MODULE = ("streams", "subset_scale")
+SCENARIOS: tuple[str, ...] = tuple(dict.fromkeys(v.scenario for v in VARIANTS)) + OWN_MODULE
 S3_BASELINES = ("curl_put", "curl_get", "awscli_put", "awscli_get")
 FILE_BASELINES = ("cat_put", "cat_get")
 QUICK = (
@@ -110,7 +113,7 @@ CEILING = {("s3", "backup"): "curl_put", ("s3", "restore"): "curl_get",
 def default_scenarios(storage: str, quick: bool) -> list[str]:
     if quick:
         return [s if storage == "s3" else s.replace("curl_", "cat_") for s in QUICK]
-    skip = FILE_BASELINES if storage == "s3" else S3_BASELINES
+    skip = (FILE_BASELINES if storage == "s3" else S3_BASELINES) + OWN_MODULE
     return [s for s in SCENARIOS if s not in skip]
 
 

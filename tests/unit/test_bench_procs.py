@@ -68,3 +68,11 @@ def test_digest_file_of_ranges(tmp_path: Path) -> None:
     whole = tmp_path / "whole"
     whole.write_bytes(b"340")
     assert digest_file(str(path), [(3, 5), (0, 1)])[0] == digest_file(str(whole))[0]
+
+
+def test_the_first_byte_out_is_timed_from_the_start() -> None:
+    script = "import time, sys; time.sleep(0.3); sys.stdout.write('x' * 100)"
+    run = run_child([sys.executable, "-c", script], drain_stdout=True)
+    assert run.ok and run.bytes_out == 100
+    assert run.first_byte_s is not None and 0.3 <= run.first_byte_s <= run.wall_s + 0.5
+    assert run_child(["true"], drain_stdout=True).first_byte_s is None

@@ -120,7 +120,8 @@ def test_failures_are_mismatches_and_own_errors_not_compared_ones() -> None:
 def test_summary_is_a_markdown_table_with_compared_columns() -> None:
     rows = sample_rows()
     report.derive(rows, "s3")
-    table = [t for t in report.summary(rows, ["gpbackup_s3_plugin"]).splitlines() if t[:1] == "|"]
+    text = report.summary(rows, ["gpbackup_s3_plugin"])
+    table = text.split("\n\n")[0].splitlines()
     assert table[0].startswith("| scenario |") and table[0].endswith("| vs gpbackup_s3_plugin |")
     assert len(table) == 2 + len(rows)
     assert table[2].split("|")[-2].strip() == "1.50"
@@ -130,7 +131,23 @@ def test_summary_notes_subset_time_against_the_full_restore() -> None:
     rows = sample_rows()
     rows[4]["wall_s"] = rows[3]["wall_s"] / 4
     report.derive(rows, "s3")
-    last = report.summary(rows).splitlines()[-1]
-    assert last == (
-        "restore_subset_1pct (asyncplug, text): 0.25 x the wall time of restore_data[none]"
+    lines = report.summary(rows).splitlines()
+    assert "restore_subset_1pct (asyncplug, text): 0.25 x the wall time of restore_data[none]" in (
+        lines
     )
+
+
+def test_subsets_are_shown_by_wall_time_against_curl_parallel_not_mb_per_s() -> None:
+    rows = sample_rows()
+    rows[4].update(wall_s=0.26, object_bytes=2**30, ranges=20, bytes_fetched=11 * 2**20,
+                   limit_wall_s=0.2, ratio_to_limit=1.3)  # fmt: skip
+    report.derive(rows, "s3")
+    main, *rest = report.summary(rows).split("\n\n")
+    subset_row = next(line for line in main.splitlines() if "restore_subset_1pct" in line)
+    cells = [c.strip() for c in subset_row.split("|")[1:-1]]
+    assert cells[3] == "" and cells[4] == ""  # no MB/s, no ratio to a single curl GET
+    assert cells[8] == "0.26"
+    table = next(t for t in rest if t.startswith("| subset |"))
+    cells = [c.strip() for c in table.splitlines()[2].split("|")[1:-1]]
+    assert cells == ["restore_subset_1pct (text)", "asyncplug", "1,024", "20", "10.24", "11.00",
+                     "0.260", "0.200", "1.30", "yes"]  # fmt: skip
