@@ -172,7 +172,12 @@ def test_the_same_keys_for_folders_the_go_plugin_cleans(
     plugin(ours, lab.env, "backup_data", our_file, stdin=data)
     assert plugin(go, lab.env, "restore_data", our_file).stdout == data
     tail = f"backups/{seg.timestamp[:8]}/{seg.timestamp}/gpbackup_0_{seg.timestamp}"
-    assert set(stored(seaweed, bucket)) == {keys_under + tail, keys_under + tail + "_ours"}
+    ours_index = keys_under + tail + "_ours.asyncplug-idx"  # asyncplug's block index
+    assert set(stored(seaweed, bucket)) == {
+        keys_under + tail,
+        keys_under + tail + "_ours",
+        ours_index,
+    }
 
 
 def parts_of(seaweed: SeaweedServer, bucket: str, key: str) -> int:
