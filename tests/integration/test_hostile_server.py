@@ -399,9 +399,7 @@ async def test_a_dead_endpoint_fails_within_the_bound_on_aiobotocore(
     with black_hole() as endpoint:
         plugin = plugin_for(endpoint, write_config, tmp_path, connect_timeout=0.3, max_retries=50)
         proc = await run(plugin, "list_directory")
-    message = check_failure(proc, 5)
-    attempts = re.search(r"after (\d+) attempts", message)
-    assert attempts is not None and int(attempts.group(1)) < 51, message
+    assert "connecting" in check_failure(proc, 5)
 
 
 @pytest.mark.parametrize("case", ["head-never-ends", "stall-after-head", "status-2000"])
