@@ -345,3 +345,27 @@ def test_umask_and_commands_side_by_side(
         if ": ok," in line
     }
     assert not pids & set(plugin.clients) and len(pids) >= 2  # served, by two workers
+
+
+# --- what the real callers need, through the server -------------------------------------
+
+
+def test_a_reader_gone_ends_the_client_by_sigpipe(
+    write_config: Callable[..., str], tmp_path: Path, runtime: str
+) -> None:
+    """gpbackup_helper closes restore_data's stdout after its last table: through the
+    server the client ends as it does in-process (killed by SIGPIPE, nothing on stderr),
+    and the worker that ran it is not taken for killed."""
+    plugin = file_plugin(write_config, tmp_path, runtime)
+    plugin("setup_plugin_for_backup", str(backup_dir(tmp_path)), "segment_host")
+    key = data_file(tmp_path)
+    plugin("backup_data", key, stdin=os.urandom(8 * 2**20))
+    proc = plugin.popen("restore_data", key, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert len(proc.stdout.read(1000)) == 1000
+    proc.stdout.close()  # the reader has what it wanted
+    assert proc.wait(timeout=60) == -signal.SIGPIPE
+    with proc.stderr:
+        assert proc.stderr.read() == b""
+    assert logged_by_worker(plugin, tmp_path)
+    assert plugin("restore_data", key).returncode == 0  # the server still serves
