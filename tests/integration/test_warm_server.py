@@ -5,6 +5,7 @@ themselves run both ways in test_commands.py and tests/unit/test_cli.py."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -58,6 +59,15 @@ def file_plugin(
 ) -> Plugin:
     options = file_options(tmp_path / "store", **extra)
     return make_plugin(options, write_config, tmp_path, runtime_dir=runtime)
+
+
+def held_elsewhere(link: str, besides: set[int]) -> bool:
+    """Whether a process not in `besides` has an fd that is `link` (e.g. "pipe:[123]")."""
+    for fd in Path("/proc").glob("[0-9]*/fd/*"):
+        with contextlib.suppress(OSError):
+            if int(fd.parts[2]) not in besides and os.readlink(fd) == link:
+                return True
+    return False
 
 
 def logged_by_worker(plugin: Plugin, tmp_path: Path) -> bool:
@@ -329,6 +339,10 @@ def test_umask_and_commands_side_by_side(
     assert busy.stdin is not None
     busy.stdin.write(b"first table, still coming")
     busy.stdin.flush()
+    # Only once a worker holds its stdin is that worker busy: the next command must not
+    # overtake the first on its way to the server.
+    pipe = f"pipe:[{os.fstat(busy.stdin.fileno()).st_ino}]"
+    assert wait_until(lambda: held_elsewhere(pipe, {busy.pid, os.getpid()})), "not served"
     old = os.umask(0o027)
     try:
         plugin("restore_file", str(local))  # while the other worker waits for its stdin
