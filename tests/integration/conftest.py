@@ -34,7 +34,7 @@ def warm_dir() -> Iterator[str]:
 
 @pytest.fixture(params=["in-process", "server"])
 def way(request: pytest.FixtureRequest, warm_dir: str) -> Iterator[str]:
-    """ASYNCPLUG_RUNTIME_DIR for a test that runs both ways: an empty directory (every
+    """ASYNCPLUG_RUNTIME_DIR for a test that runs both ways: the test's own empty one (every
     command runs in its own process), or the session's warm server (started again if a
     cleanup at segment_host scope stopped it)."""
     if request.param == "server":
@@ -42,7 +42,4 @@ def way(request: pytest.FixtureRequest, warm_dir: str) -> Iterator[str]:
         assert server.start(idle=600, path=path) is not None, "the warm server did not start"
         yield warm_dir
         return
-    directory = private_dir()
-    yield directory
-    server.stop(os.path.join(directory, os.path.basename(client.socket_path())))
-    shutil.rmtree(directory, ignore_errors=True)
+    yield os.environ["ASYNCPLUG_RUNTIME_DIR"]  # the test's own, empty (tests/conftest.py)
