@@ -456,9 +456,9 @@ class Worker:
             return None
         path = os.path.join(request.cwd, request.argv[1])
         try:
-            if not stat.S_ISREG(os.stat(path).st_mode):
-                return None  # a FIFO would block here, before the client knows the worker
             key = _identity(path)
+            if not stat.S_ISREG(key[0]):
+                return None  # a FIFO would block here, before the client knows the worker
             cached = self.configs.get(path)
             if cached is not None and cached[0] == key:
                 return cached[1]
@@ -501,7 +501,7 @@ def _die_with_parent() -> None:
 
 def _identity(path: str) -> tuple[int, ...]:
     st = os.stat(path)
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    return (st.st_mode, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 # --- starting and stopping ------------------------------------------------------------
