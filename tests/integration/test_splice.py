@@ -20,7 +20,7 @@ import pytest
 from asyncplug.config import build_config
 from asyncplug.crc import crc32c
 from asyncplug.errors import IntegrityError, Interrupted
-from asyncplug.pipeline import blocks, frames, splice
+from asyncplug.pipeline import blocks, frames, restore, splice
 from asyncplug.pipeline.restore import restore_stream
 from asyncplug.storage.s3 import S3Storage
 from bench.seaweed import SeaweedServer
@@ -254,3 +254,31 @@ async def test_a_pipe_quota_used_up_keeps_the_regular_path(
     await round_trip(seaweed, bucket, proxy, caplog)
     assert "splice path not taken: a new pipe holds only 8192 bytes" in caplog.text
     assert "spliced" not in caplog.text
+
+
+async def test_a_small_table_takes_the_regular_path_in_two_round_trips(
+    seaweed: SeaweedServer, bucket: str, proxy: FaultProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Below restore.SPLICE_MIN the splice path's thread and connection cost more than
+    they save: HEAD of the object, then the index and the data GET side by side."""
+    small = DATA[: restore.SPLICE_MIN - 1]
+    opts = options(seaweed, bucket, proxy)
+    async with S3Storage(build_config(opts)) as storage:
+        await store(storage, small, indexed=True)
+        proxy.seen.clear()
+        with caplog.at_level(logging.DEBUG, logger="asyncplug.pipeline"):
+            read_fd, write_fd = os.pipe()
+            fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, 1 << 20)  # the object fits: no drain
+            try:
+                count = await restore_stream(storage, KEY, write_fd, build_config(opts))
+                out = os.read(read_fd, 2 << 20)
+            finally:
+                os.close(write_fd)
+                os.close(read_fd)
+    assert count == len(small) and out == small
+    assert "spliced" not in caplog.text
+    seen = [(method, path.split("?")[0].rsplit("/", 1)[1]) for method, path, _ in proxy.seen]
+    name = KEY.rsplit("/", 1)[1]
+    assert seen[0] == ("HEAD", name)
+    assert sorted(seen[1:3]) == [("GET", name), ("GET", name + blocks.INDEX_SUFFIX)]
+    assert all(method == "GET" for method, _ in seen[1:])

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
+from collections.abc import Awaitable, Callable
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -144,6 +145,35 @@ def test_an_index_is_found_from_the_key_when_the_metadata_is_lost() -> None:
     storage.objects[KEY] = (body, {})  # rewritten by another tool
     got, error = restore(storage)
     assert got == DATA[: 2 * BLOCK_SIZE] and isinstance(error, BlockMismatch)
+
+
+def counting(stat: Callable[[str], Awaitable[object]], stats: list[str]):  # type: ignore[no-untyped-def]
+    async def counted(key: str) -> object:
+        stats.append(key)
+        return await stat(key)
+
+    return counted
+
+
+def test_a_marked_small_index_is_read_without_a_head_first() -> None:
+    """A small table's restore: the index backup marked is one GET, no HEAD of its key,
+    whole and in ranges; a shorter index than this version writes is looked up the long
+    way and still judged."""
+    for ranges in (None, [(5, 10)]):
+        storage = store()
+        stats: list[str] = []
+        storage.stat = counting(storage.stat, stats)  # type: ignore[method-assign]
+        got, error = restore(storage, ranges)
+        assert error is None and got == (DATA if ranges is None else DATA[5:10])
+        assert index_key(KEY) not in stats
+        assert [g for g in storage.gets if g[0] == index_key(KEY)] == [
+            (index_key(KEY), 0, blocks.index_size(len(DATA)))
+        ]
+    storage = store()
+    index, meta = storage.objects[index_key(KEY)]
+    storage.objects[index_key(KEY)] = (index[:-8], meta)  # cut short
+    got, error = restore(storage)
+    assert got == b"" and error is not None and "does not match its own size" in str(error)
 
 
 def test_an_index_of_another_size_is_corruption() -> None:
