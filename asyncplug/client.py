@@ -135,6 +135,11 @@ def request(
     the command must run in this process instead (nothing has started then)."""
     import _signal
 
+    for fd in fds:
+        try:
+            os.fstat(fd)
+        except OSError:  # not open: the server needs all three, and the socket would be fd 0
+            return None
     sock = connect(path or socket_path())
     if sock is None:
         return None

@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/select.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -68,6 +69,7 @@ static const int FORWARDED[] = {SIGTERM, SIGINT, SIGHUP};
 static volatile sig_atomic_t worker; /* the pid running the command, once it is known */
 static volatile sig_atomic_t caught; /* a signal that reached no worker */
 
+static sigset_t unblocked; /* the mask while waiting: the forwarded signals come then */
 static char prefix[PATH_MAX]; /* the install: the parent of this executable's bin/ */
 static char bindir[PATH_MAX];
 
@@ -230,7 +232,8 @@ static int send_request(int sock, const char *data, size_t size)
 }
 
 /* The next '\n'-terminated reply into `line`, or 0 at EOF or on an error. A signal
- * before the worker is known ends the wait (returns -1). */
+ * before the worker is known ends the wait (returns -1). The forwarded signals are
+ * blocked but during pselect, so that none can come between a check and the wait. */
 static int read_line(int sock, char *line, size_t size, char *pending, size_t *held)
 {
     for (;;) {
@@ -247,24 +250,46 @@ static int read_line(int sock, char *line, size_t size, char *pending, size_t *h
         }
         if (*held >= 64)
             return 0; /* no reply is that long */
-        ssize_t got = recv(sock, pending + *held, 64, 0);
+        if (caught && !worker)
+            return -1;
+        fd_set readable;
+        FD_ZERO(&readable);
+        FD_SET(sock, &readable);
+        if (pselect(sock + 1, &readable, NULL, NULL, NULL, &unblocked) < 0) {
+            if (errno == EINTR)
+                continue;
+            return 0;
+        }
+        ssize_t got = recv(sock, pending + *held, 64, MSG_DONTWAIT);
         if (got > 0)
             *held += (size_t)got;
-        else if (got == 0 || errno != EINTR)
+        else if (got == 0 || (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK))
             return 0;
-        else if (caught && !worker)
-            return -1;
     }
 }
 
+/* forward() from now on (the signals blocked but in read_line), or back to SIG_DFL and
+ * the mask this process started with: a signal that reached no worker then ends it, as
+ * it would have without the handler. */
 static void handle_signals(void (*handler)(int))
 {
     struct sigaction action;
+    sigset_t forwarded;
     memset(&action, 0, sizeof action);
-    action.sa_handler = handler; /* no SA_RESTART: a signal interrupts the waits */
-    sigemptyset(&action.sa_mask);
-    for (size_t i = 0; i < sizeof FORWARDED / sizeof *FORWARDED; i++)
+    action.sa_handler = handler;
+    sigfillset(&action.sa_mask);
+    sigemptyset(&forwarded);
+    for (size_t i = 0; i < sizeof FORWARDED / sizeof *FORWARDED; i++) {
+        sigaddset(&forwarded, FORWARDED[i]);
         sigaction(FORWARDED[i], &action, NULL);
+    }
+    if (handler == SIG_DFL) {
+        sigprocmask(SIG_SETMASK, &unblocked, NULL);
+        if (caught)
+            raise(caught);
+    } else {
+        sigprocmask(SIG_BLOCK, &forwarded, &unblocked);
+    }
 }
 
 static void interrupted_early(const char *name, int signum)
@@ -309,21 +334,13 @@ int main(int argc, char **argv)
     if (got == 0 || line[0] != 'P') {
         close(sock);
         handle_signals(SIG_DFL);
-        if (caught)
-            raise(caught);
         run_python(argc, argv); /* the server cannot serve it: run it here */
     }
-    worker = (sig_atomic_t)strtol(line + 1, NULL, 10);
-    if (caught) {
-        kill((pid_t)worker, caught);
-        caught = 0;
-    }
-    got = read_line(sock, line, sizeof line, pending, &held); /* signals go on to it */
+    worker = (sig_atomic_t)strtol(line + 1, NULL, 10); /* a signal now goes to it */
+    got = read_line(sock, line, sizeof line, pending, &held);
     worker = 0; /* it may serve another client now: signal it no more */
     close(sock);
     handle_signals(SIG_DFL);
-    if (caught)
-        raise(caught); /* none reached a worker: as if this process had its own */
     if (got == 0 || line[0] != 'X') {
         say(argv[1], " interrupted: its warm server process was killed", "");
         return INTERRUPTED;
