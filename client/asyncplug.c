@@ -8,9 +8,9 @@
  * the server's socket, sends the request (the same wire format) with fds 0-2
  * (SCM_RIGHTS), forwards SIGTERM, SIGINT and SIGHUP to the worker the server forked,
  * and exits with the worker's exit code. Whenever the server is absent or cannot
- * serve, it execs the Python client (`python3 -c` in this executable's directory, else
- * the interpreter it was built for), which tries the server again and, finding none,
- * runs the command in-process, exactly as without a server.
+ * serve, it execs the Python client (`python3 -I -c` in this executable's directory,
+ * else the interpreter it was built for), which tries the server again and, finding
+ * none, runs the command in-process, exactly as without a server.
  *
  * setup.py compiles it with ASYNCPLUG_VERSION (asyncplug.__version__) and
  * ASYNCPLUG_PYTHON (the interpreter of the install) defined. Plain C99 and POSIX. */
@@ -58,9 +58,10 @@ static const char *const CONSEQUENCES[][2] = {
     {"verify", "the check is incomplete"},
 };
 
-/* Without site's sys.path[0] of the working directory: a console script has its own. */
+/* Run with -I, as the warm server runs: the command imports the same modules either way,
+ * whatever PYTHONHOME or PYTHONPATH (Greenplum 6's greenplum_path.sh exports both) or
+ * the working directory hold. */
 static const char PYTHON_CLIENT[] = "import sys\n"
-                                    "if sys.path and sys.path[0] == '': del sys.path[0]\n"
                                     "from asyncplug.client import main\n"
                                     "sys.exit(main())\n";
 
@@ -93,15 +94,16 @@ static void say(const char *a, const char *b, const char *c)
 static void run_python(int argc, char **argv)
 {
     char python[PATH_MAX + 16];
-    char **args = calloc((size_t)argc + 3, sizeof *args);
+    char **args = calloc((size_t)argc + 4, sizeof *args);
     if (args == NULL) {
         say("internal error: ", "out of memory", "");
         exit(1);
     }
-    args[1] = "-c";
-    args[2] = (char *)PYTHON_CLIENT;
+    args[1] = "-I";
+    args[2] = "-c";
+    args[3] = (char *)PYTHON_CLIENT;
     for (int i = 1; i < argc; i++)
-        args[i + 2] = argv[i];
+        args[i + 3] = argv[i];
     if (bindir[0] && snprintf(python, sizeof python, "%s/python3", bindir) < (int)sizeof python) {
         args[0] = python;
         execv(python, args);
