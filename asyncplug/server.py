@@ -343,9 +343,9 @@ class Worker:
             request, fds = receive(conn)
             conn.settimeout(None)
             if not request.cwd:  # a control request
+                conn.sendall(b"K%d\n" % self.server_pid)  # before S: stopping ends this worker
                 if request.argv == [client.STOP]:
                     self._tell(b"S")
-                conn.sendall(b"K%d\n" % self.server_pid)
                 return True
             if signature() != self.signature:
                 self._tell(b"S")  # an upgrade or an edit: never serve the old code again

@@ -126,6 +126,21 @@ def test_idle_timeout_and_one_server_per_install(runtime: str) -> None:
     assert not os.path.exists(path)
 
 
+def test_stop_answers_before_it_stops(runtime: str) -> None:
+    """The worker that takes STOP answers first: stopping ends it (stop() said None)."""
+    path = socket_in(runtime)
+    for _ in range(30):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                server.run(path, 30, preload=lambda: None)
+            finally:
+                os._exit(0)
+        assert wait_until(lambda: client.control(client.PING, path) == pid)  # noqa: B023
+        assert server.stop(path) == pid
+        os.waitpid(pid, 0)
+
+
 # --- faults ---------------------------------------------------------------------------
 
 
