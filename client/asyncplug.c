@@ -311,7 +311,7 @@ int main(int argc, char **argv)
 {
     char dir[PATH_MAX];
     struct sockaddr_un addr;
-    if (argc < 2 || find_install() != 0 || socket_path(&addr, dir, sizeof dir) != 0 ||
+    if (find_install() != 0 || argc < 2 || socket_path(&addr, dir, sizeof dir) != 0 ||
         !private_dir(dir))
         run_python(argc, argv);
     for (int fd = 0; fd < 3; fd++)
