@@ -82,6 +82,7 @@ if compile_client():
         distclass=BinaryDistribution,
         scripts=[os.path.relpath(BUILT, HERE)],
         cmdclass={"build_scripts": BuildClient},
+        entry_points={"console_scripts": []},  # pyproject's dynamic scripts: none
     )
 else:
     setup(entry_points={"console_scripts": [f"asyncplug = {PYTHON_CLIENT}"]})
