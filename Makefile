@@ -6,7 +6,8 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install test lint bench clean
 
-$(STAMP): pyproject.toml
+# setup.py compiles client/asyncplug.c into bin/asyncplug (the Python client without a compiler)
+$(STAMP): pyproject.toml setup.py client/asyncplug.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# compat: a path in a .pth file; the default editable finder costs every process about 10 ms
@@ -22,6 +23,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check asyncplug bench tests
 	$(BIN)/ruff format --check asyncplug bench tests
 	$(BIN)/mypy
+	$(CC) -std=c99 -O2 -Wall -Wextra -Werror -pedantic -c -o /dev/null \
+		-DASYNCPLUG_VERSION='"0"' -DASYNCPLUG_PYTHON='"python3"' client/asyncplug.c
 
 # Byte-compiled first: the editable install compiles nothing, and with
 # PYTHONDONTWRITEBYTECODE set every plugin process would compile its modules (~20 ms).

@@ -1,4 +1,8 @@
-"""The `asyncplug` executable: hand the command to the warm server, else run it here.
+"""The Python client: hand the command to the warm server, else run it here.
+
+The `asyncplug` executable is client/asyncplug.c, which does what main() does when a
+server serves and execs this module's main() otherwise; without a C compiler at install
+time, this module is the executable itself.
 
 gpbackup starts one plugin process per table and segment in multi-file mode, so the
 start of this process is the cost of a small table. This module imports nothing but
@@ -39,10 +43,15 @@ def runtime_dir() -> str:
     return os.environ.get(DIR_ENV) or f"/tmp/asyncplug-{os.getuid()}"
 
 
+def install_prefix() -> str:
+    """The install: what the compiled client (client/asyncplug.c) knows too, the parent
+    of the bin/ directory it runs from, which is the interpreter's prefix (a virtualenv)."""
+    return os.path.realpath(sys.prefix)
+
+
 def install_key() -> str:
-    """This version, package directory and interpreter prefix (FNV-1a, 64 bits)."""
-    package = os.path.dirname(os.path.abspath(__file__))
-    text = "\0".join((__version__, package, sys.prefix)).encode()
+    """This version and install prefix (FNV-1a, 64 bits), as client/asyncplug.c has it."""
+    text = "\0".join((__version__, install_prefix())).encode()
     value = 0xCBF29CE484222325
     for byte in text:
         value = ((value ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
@@ -63,9 +72,9 @@ def private_dir(path: str) -> bool:
 
 
 def encode(argv: list[str], control: bool = False) -> bytes:
-    """The request: protocol, version, package dir, cwd, umask, argv count, argv, environment."""
-    package = os.path.dirname(os.path.abspath(__file__))
-    parts = [PROTOCOL, __version__.encode(), os.fsencode(package)]
+    """The request: protocol, version, install prefix, cwd, umask, argv count, argv,
+    environment (client/asyncplug.c builds the same)."""
+    parts = [PROTOCOL, __version__.encode(), os.fsencode(install_prefix())]
     cwd = b"" if control else os.getcwd().encode("utf-8", "surrogateescape")
     mask = os.umask(0o077)
     os.umask(mask)
@@ -126,6 +135,11 @@ def request(
     the command must run in this process instead (nothing has started then)."""
     import _signal
 
+    for fd in fds:
+        try:
+            os.fstat(fd)
+        except OSError:  # not open: the server needs all three, and the socket would be fd 0
+            return None
     sock = connect(path or socket_path())
     if sock is None:
         return None

@@ -8,17 +8,17 @@ matching cleanup stops it, and it ends by itself after IDLE seconds without work
 
 A request is served in a forked worker that takes the client's fds 0-2, working
 directory, environment and argv and runs asyncplug.cli.main exactly as the client
-would have. The worker reports its exit code to the client (`X<code>`), and the
-server reports the wait status it reaped (`W<status>`) in case the worker could not.
+would have. The worker reports its exit code to the client (`X<code>`); a client that
+gets no report takes its worker for killed.
 The worker watches the client connection: when the client dies, or the server does,
 it sends itself SIGTERM, which aborts the command as a signal to the client would.
 
 Security: the socket lives in a directory of mode 0700 owned by the user (refused
 otherwise, see client.private_dir), and each connection's peer uid (SO_PEERCRED) must
 be the server's own. A server serves one install only: the request names the client's
-version and package directory, and a change to any module file since the server
-started (an upgrade, an edit) makes it refuse and stop, so the client runs the command
-itself.
+version and install prefix (client.install_prefix), and a change to any module file
+since the server started (an upgrade, an edit) makes it refuse and stop, so the client
+runs the command itself.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ EXTRA_IDLE = 5.0  # seconds an idle worker beyond the first waits before it leav
 MAX_REQUESTS = 1000  # then a worker makes way for a fresh one
 THREAD_GRACE = 2.0  # seconds a finished command's threads get to end before reuse
 PACKAGE = os.path.dirname(os.path.abspath(__file__))
+PREFIX = client.install_prefix()
 
 # Imported once by the server so that no worker pays for them.
 PRELOAD = (
@@ -97,7 +98,7 @@ def make_private_dir(path: str) -> bool:
 @dataclass
 class Request:
     version: str
-    package: str
+    prefix: str
     cwd: str
     umask: int
     argv: list[str]
@@ -115,8 +116,8 @@ def parse_request(body: bytes) -> Request:
     env: dict[str, str] = {}
     for item in parts[6 + count :]:
         name, sep, value = item.partition(b"=")
-        if sep:
-            env[os.fsdecode(name)] = os.fsdecode(value)
+        if sep:  # the first of a repeated name, as os.environ has it in-process
+            env.setdefault(os.fsdecode(name), os.fsdecode(value))
     cwd = parts[3].decode("utf-8", "surrogateescape")
     return Request(parts[1].decode(), os.fsdecode(parts[2]), cwd, int(parts[4], 8), argv, env)
 
@@ -342,9 +343,9 @@ class Worker:
             request, fds = receive(conn)
             conn.settimeout(None)
             if not request.cwd:  # a control request
+                conn.sendall(b"K%d\n" % self.server_pid)  # before S: stopping ends this worker
                 if request.argv == [client.STOP]:
                     self._tell(b"S")
-                conn.sendall(b"K%d\n" % self.server_pid)
                 return True
             if signature() != self.signature:
                 self._tell(b"S")  # an upgrade or an edit: never serve the old code again
@@ -352,7 +353,7 @@ class Worker:
                 return False
             config = self._config(request)
             wanted = config is None or getattr(config, "warm_server", True)
-            if (request.version, request.package) != (__version__, PACKAGE) or not wanted:
+            if (request.version, request.prefix) != (__version__, PREFIX) or not wanted:
                 conn.sendall(b"F\n")
                 return True
             if len(fds) != 3:

@@ -378,7 +378,8 @@ def test_closed_stdout_is_a_quiet_end_by_sigpipe(plugin: Plugin, tmp_path: Path)
 def test_isolated_mode_ignores_greenplum_python_env(
     write_config: Callable[..., str], tmp_path: Path
 ) -> None:
-    """The README's wrapper for hosts whose greenplum_path.sh exports PYTHONHOME/PYTHONPATH."""
+    """Hosts whose greenplum_path.sh exports PYTHONHOME/PYTHONPATH: the compiled executable
+    runs Python in isolated mode, as the README's wrapper for the Python client does."""
     plugin = make_plugin(
         {"storage": "file", "path": str(tmp_path / "store"), "folder": FOLDER},
         write_config,
@@ -391,10 +392,14 @@ def test_isolated_mode_ignores_greenplum_python_env(
     run = [sys.executable, "-I", "-m", "asyncplug", "list_directory", plugin.config]
     proc = subprocess.run(run, env=env, capture_output=True, timeout=60)
     assert (proc.returncode, proc.stderr) == (0, b"")
-    plain = subprocess.run(
+    compiled = subprocess.run(
         [EXECUTABLE, "list_directory", plugin.config], env=env, capture_output=True, timeout=60
     )
-    assert plain.returncode != 0  # why the wrapper is needed
+    assert (compiled.returncode, compiled.stderr) == (0, b"")
+    console_script = [sys.executable, "-c", "from asyncplug.client import main; main()"]
+    plain = subprocess.run([*console_script, "list_directory", plugin.config], env=env,
+                           capture_output=True, timeout=60)  # fmt: skip
+    assert plain.returncode != 0  # why the Python client alone needs the wrapper
 
 
 async def test_delete_in_rounds(config: Config, monkeypatch: pytest.MonkeyPatch) -> None:

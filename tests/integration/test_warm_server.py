@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -126,6 +127,21 @@ def test_idle_timeout_and_one_server_per_install(runtime: str) -> None:
     assert not os.path.exists(path)
 
 
+def test_stop_answers_before_it_stops(runtime: str) -> None:
+    """The worker that takes STOP answers first: stopping ends it (stop() said None)."""
+    path = socket_in(runtime)
+    for _ in range(30):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                server.run(path, 30, preload=lambda: None)
+            finally:
+                os._exit(0)
+        assert wait_until(lambda: client.control(client.PING, path) == pid)  # noqa: B023
+        assert server.stop(path) == pid
+        os.waitpid(pid, 0)
+
+
 # --- faults ---------------------------------------------------------------------------
 
 
@@ -219,9 +235,13 @@ def test_changed_install_is_never_served(
         assert wait_until(lambda: not alive(pid)), "the old server kept running"
     finally:
         os.utime(module, ns=(before.st_atime_ns, before.st_mtime_ns))
-    # another version never even finds this install's socket
+    # another version or install never even finds this install's socket (the executable
+    # computes the same name: tests/integration/test_thin_client.py)
     name = os.path.basename(client.socket_path())
-    monkeypatch.setattr(client, "__version__", "99.0.0")
+    with monkeypatch.context() as patch:
+        patch.setattr(client, "__version__", "99.0.0")
+        assert os.path.basename(client.socket_path()) != name
+    monkeypatch.setattr(sys, "prefix", "/another/install")
     assert os.path.basename(client.socket_path()) != name
 
 
