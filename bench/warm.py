@@ -43,11 +43,20 @@ SCOPE = "segment_host"
 
 def server_cpu(pid: int) -> float:
     """CPU seconds of the server, of its live workers and of those it reaped."""
+    return _totals(pid, (11, 12, 13, 14)) / TICK
+
+
+def server_faults(pid: int) -> int:
+    """Minor page faults of the server, of its live workers and of those it reaped."""
+    return _totals(pid, (7, 8))
+
+
+def _totals(pid: int, columns: tuple[int, ...]) -> int:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    total = sum(int(fields[i]) for i in (11, 12, 13, 14)) / TICK
+    total = sum(int(fields[i]) for i in columns)
     for child in children(pid):
         with contextlib.suppress(OSError):  # it ended meanwhile: now in the reaped figures
-            total += server_cpu(child)
+            total += _totals(child, columns)
     return total
 
 
@@ -101,6 +110,7 @@ class Usage:
 
     cpu_s: float = 0.0
     worker_peaks_kib: list[int] = field(default_factory=list)
+    minflt: int = 0
 
 
 def with_usage(run: ChildRun, usage: Usage) -> ChildRun:
@@ -109,6 +119,7 @@ def with_usage(run: ChildRun, usage: Usage) -> ChildRun:
         run,
         cpu_s=run.cpu_s + usage.cpu_s,
         maxrss_kib=run.maxrss_kib + max(usage.worker_peaks_kib, default=0),
+        minflt=run.minflt + usage.minflt,
         warm_cpu_s=usage.cpu_s,
     )
 
@@ -167,12 +178,13 @@ class Session:
         RuntimeError if the server did not serve throughout (a fallback to in-process
         commands would be measured as if it had)."""
         reset_peaks(self.pid)
-        before = server_cpu(self.pid)
+        before, faults = server_cpu(self.pid), server_faults(self.pid)
         found = Usage()
         yield found
         if not alive(self.pid):
             raise RuntimeError("the warm server stopped during a measured command")
         found.cpu_s = self._settled() - before
+        found.minflt = server_faults(self.pid) - faults
         found.worker_peaks_kib = worker_peaks(self.pid)
 
     def _settled(self) -> float:
