@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -128,7 +129,7 @@ def main() -> None:
                         runs.setdefault((what, size), []).append(run)
                     if restore.digest != data[size].digest:
                         sys.exit(f"restore_data of {size} bytes returned different bytes")
-        os.rmdir(probe.env["ASYNCPLUG_RUNTIME_DIR"])
+        shutil.rmtree(probe.env["ASYNCPLUG_RUNTIME_DIR"], ignore_errors=True)
 
     if probe.warm:
         print(f"median of {args.repeat}; through the warm server (--session {args.session}):"
