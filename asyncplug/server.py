@@ -60,6 +60,8 @@ PRELOAD = (
     "asyncplug.storage.fs",
     "asyncplug.storage.s3",
     "asyncplug.storage.s3lean",
+    "encodings.ascii",  # the offsets file of restore_data_subset
+    "encodings.idna",  # socket.create_connection of the splice path (with unicodedata)
     "json",
     "uvloop",
 )
