@@ -177,15 +177,22 @@ class Session:
         """Usage of the server and its workers during the with-block, filled at its end;
         RuntimeError if the server did not serve throughout (a fallback to in-process
         commands would be measured as if it had)."""
-        reset_peaks(self.pid)
-        before, faults = server_cpu(self.pid), server_faults(self.pid)
+        gone = RuntimeError("the warm server stopped during a measured command")
+        try:
+            reset_peaks(self.pid)
+            before, faults = server_cpu(self.pid), server_faults(self.pid)
+        except OSError:
+            raise gone from None
         found = Usage()
         yield found
         if not alive(self.pid):
-            raise RuntimeError("the warm server stopped during a measured command")
-        found.cpu_s = self._settled() - before
-        found.minflt = server_faults(self.pid) - faults
-        found.worker_peaks_kib = worker_peaks(self.pid)
+            raise gone
+        try:
+            found.cpu_s = self._settled() - before
+            found.minflt = server_faults(self.pid) - faults
+            found.worker_peaks_kib = worker_peaks(self.pid)
+        except OSError:
+            raise gone from None
 
     def _settled(self) -> float:
         """The server's CPU once its workers are done with the commands' clean-up."""
