@@ -61,6 +61,8 @@ PRELOAD = (
     "asyncplug.storage.fs",
     "asyncplug.storage.s3",
     "asyncplug.storage.s3lean",
+    "encodings.ascii",  # the offsets file of restore_data_subset
+    "encodings.idna",  # socket.create_connection of the splice path (with unicodedata)
     "json",
     "uvloop",
 )
@@ -311,7 +313,9 @@ class Worker:
         # The interpreter's own streams on fds 1 and 2 (a test harness may have replaced them).
         sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
         from asyncplug import cli
+        from asyncplug.pipeline import parts
 
+        parts.keep_between_commands()  # a backup's part buffers serve the next one
         setattr(cli, "load_config", self._load_config(getattr(cli, "load_config")))  # noqa: B009, B010
         waited = 0.0
         served = 0

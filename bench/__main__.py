@@ -12,6 +12,7 @@ import argparse
 import os
 import platform
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -86,6 +87,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         type=int,
         default=1,
         help="runs per scenario; the median is reported (default: 1)",
+    )
+    add(
+        "--warm-server",
+        choices=("on", "off"),
+        default="on",
+        help="on: asyncplug's commands run as gpbackup deploys it, through the warm server "
+        "that setup_plugin_for_backup/_restore at segment_host scope starts (its CPU "
+        "counted); off: every command a whole process (default: on)",
     )
     add("--config", help="a plugin config file (any S3, or storage: file): no embedded server")
     add(
@@ -222,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         plugin = runner.Executable("asyncplug", os.path.abspath(args.plugin))
         run = runner.Runner(target, plugin, compared, datasets, sc.variants_for(names),
                             work_dir, display, repeat=args.repeat, seed=args.seed,
-                            plugin_set=args.plugin_set)  # fmt: skip
+                            plugin_set=args.plugin_set,
+                            warm_server=args.warm_server == "on")  # fmt: skip
         rows = run.run()
         if streams.SCENARIO in names:
             for dataset in datasets:
@@ -244,7 +254,9 @@ def main(argv: list[str] | None = None) -> int:
             "settings": {"size": size, "repeat": args.repeat, "data": kinds, "scenarios": names,
                          "quick": args.quick, "seed": args.seed, "verify_hash": "xxh3_128",
                          "streams": args.streams, "stream_size": args.stream_bytes,
-                         "subset_sizes": args.subset_bytes, "plugin_set": args.plugin_set},
+                         "subset_sizes": args.subset_bytes, "plugin_set": args.plugin_set,
+                         "warm_server": args.warm_server},
+            "warm_server_start_cpu_s": warm_start(run),
             "data": harness,
             "compared": [{"name": e.name, "path": e.path, "version": runner.version_of(e.path)}
                          for e in compared],
@@ -273,12 +285,15 @@ def main(argv: list[str] | None = None) -> int:
         display.close()
         if run is not None and target is not None and target.kind != "seaweedfs":
             run.cleanup()
+        if run is not None:
+            run.close()
         if target is not None:
             target.close()
         remove_tree(work_dir)
     print()
     print(report.summary(rows, [e.name for e in compared]))
     print()
+    print(warm_line(args.warm_server, warm_start(run), len(run.warm_starts)))
     for skip in run.skipped:
         print(f"skipped {skip['scenario']}: {skip['reason']}")
     print(f"results: {paths[0]}\nchart:   {paths[1]}")
@@ -288,6 +303,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {line}", file=sys.stderr)
         return 1
     return 0
+
+
+def warm_start(run: runner.Runner) -> float | None:
+    """Median CPU seconds of the warm server's start (setup), kept apart from the commands."""
+    return round(statistics.median(run.warm_starts), 3) if run.warm_starts else None
+
+
+def warm_line(setting: str, start: float | None, sessions: int) -> str:
+    if setting == "off":
+        return "asyncplug: warm server off (--warm-server off): every command a whole process"
+    told = "" if start is None else f"; the server's start, apart: {start:.2f} CPU s (median)"
+    return (f"asyncplug: warm server on: {sessions} setup/cleanup at segment_host scope"
+            f" around its measured runs, the server's and workers' CPU counted{told}")  # fmt: skip
 
 
 def stream_dataset(

@@ -3,7 +3,7 @@
 Usage:
     .venv/bin/python -m bench.load_probe [--streams 8] [--size 512MiB] [--repeat 3]
         [--variant NAME:OPTION=VALUE,OPTION=VALUE ...] [--compare PATH]
-        [--plugin .venv/bin/asyncplug]
+        [--warm-server on|off] [--plugin .venv/bin/asyncplug]
 
 Starts a private SeaweedFS on loopback (telemetry off), stores N random objects of
 --size with asyncplug's backup_data (8 MiB parts, as a backup leaves them), then,
@@ -11,6 +11,10 @@ Starts a private SeaweedFS on loopback (telemetry off), stores N random objects 
 restore_data at its defaults, each --variant (asyncplug with those options, e.g.
 `chunk24:restore_multipart_chunksize=24MiB`), and each --compare executable (64 MiB
 chunks, like the issue's Go plugin figures). Every restore is hashed and checked.
+With --warm-server on (the default), each asyncplug group runs as gpbackup deploys it:
+setup_plugin_for_restore at segment_host scope first (the warm server starts), cleanup
+after, and the server's and its workers' CPU during the group is the tool's too
+(bench/warm.py); the server's start is printed apart.
 
 Prints medians per tool: aggregate MB/s, and CPU-s per GiB of the tools (summed), of
 the server (from /proc) and of the hashing readers (this process): when N streams
@@ -21,7 +25,9 @@ client that makes the server work harder per GiB loses even with less CPU of its
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -35,6 +41,7 @@ from bench.datagen import write_dataset
 from bench.runner import byte_compile
 from bench.seaweed import ACCESS_KEY, SECRET_KEY, SeaweedServer
 from bench.streams import COMPARE_CHUNKS, Group, run_group
+from bench.warm import Session, private_runtime_dir
 
 BUCKET = "load-probe"
 FOLDER = "probe"
@@ -63,12 +70,15 @@ def main() -> None:
     parser.add_argument("--variant", action="append", default=[])
     parser.add_argument("--compare", action="append", default=[])
     parser.add_argument("--plugin", default=str(Path(sys.executable).parent / "asyncplug"))
+    parser.add_argument("--warm-server", choices=("on", "off"), default="on")
     args = parser.parse_args()
     size, n = parse_size(args.size, "--size"), args.streams
     variants: list[tuple[str, dict[str, str]]] = [("asyncplug", {})]
     variants += [parse_variant(v) for v in args.variant]
 
     byte_compile()
+    env = {**os.environ, "ASYNCPLUG_RUNTIME_DIR": private_runtime_dir()}
+    starts: list[float] = []
     with tempfile.TemporaryDirectory(prefix="asyncplug-probe-") as tmp, SeaweedServer() as server:
         work = Path(tmp)
         server.create_bucket(BUCKET)
@@ -78,15 +88,17 @@ def main() -> None:
                 for i in range(n)]  # fmt: skip
         config = write_config(work / "asyncplug.yaml", base)
         stored = run_group([[args.plugin, "backup_data", config, k] for k in keys],
-                           stdin_file=source.path)  # fmt: skip
+                           stdin_file=source.path, env=env)  # fmt: skip
         if stored.failure():
             sys.exit(f"backup_data failed: {stored.failure()}")
         os.unlink(source.path)  # the page cache should hold the server's copy, not ours
 
         commands: dict[str, list[list[str]]] = {}
+        configs: dict[str, str] = {}  # asyncplug's, by name: run through the warm server
         for name, options in variants:
             path = write_config(work / f"{name}.yaml", {**base, **options})
             commands[name] = [[args.plugin, "restore_data", path, k] for k in keys]
+            configs[name] = path
         for exe in args.compare:
             path = write_config(work / "compare.yaml", {**base, **COMPARE_CHUNKS})
             commands[os.path.basename(exe)] = [[exe, "restore_data", path, k] for k in keys]
@@ -98,18 +110,34 @@ def main() -> None:
         groups: dict[str, list[tuple[Group, float]]] = {name: [] for name in commands}
         for _ in range(args.repeat):
             for name, argvs in commands.items():
-                reader = time.process_time()
-                group = run_group(argvs, drain=True, server_cpu=server.cpu_seconds)
-                reader = time.process_time() - reader
+                warm = args.warm_server == "on" and name in configs
+                local_dir = str(work / "seg0" / "backups" / STAMP[:8] / STAMP)
+                with (
+                    Session(args.plugin, configs[name], env, local_dir, "restore")
+                    if warm else contextlib.nullcontext(None) as session
+                ):  # fmt: skip
+                    if session is not None:
+                        starts.append(session.start_cpu_s)
+                    reader = time.process_time()
+                    group = run_group(argvs, drain=True, env=env, server_cpu=server.cpu_seconds,
+                                      session=session)  # fmt: skip
+                    reader = time.process_time() - reader
                 if group.failure():
                     sys.exit(f"{name} failed: {group.failure()}")
                 if any(r.digest != source.digest or r.bytes_out != size for r in group.runs):
                     sys.exit(f"{name} restored different bytes")
                 groups[name].append((group, reader))
 
+    shutil.rmtree(env["ASYNCPLUG_RUNTIME_DIR"], ignore_errors=True)
     total = n * size / GiB
     print(f"{n} restores at once of {size / 2**20:,.0f} MiB each, median of {args.repeat}"
           f" (CPU-s per GiB restored)")  # fmt: skip
+    if starts:
+        print(f"asyncplug through the warm server (setup_plugin_for_restore at segment_host"
+              f" scope), its and its workers' CPU in the tool's; its start, apart:"
+              f" {statistics.median(starts):.3f} CPU-s")  # fmt: skip
+    else:
+        print("asyncplug without the warm server: every restore a whole process")
     curl_wall = statistics.median(g.wall_s for g, _ in groups["curl"])
     for name, runs in groups.items():
         wall = statistics.median(g.wall_s for g, _ in runs)

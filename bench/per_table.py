@@ -27,7 +27,6 @@ of the per-table CPU and wall.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import shutil
 import statistics
@@ -43,13 +42,13 @@ from bench.procs import ChildRun, run_child
 from bench.seaweed import SeaweedServer
 from bench.targets import COMMON_OPTIONS, write_plugin_config
 from bench.verify import digest_file
+from bench.warm import private_runtime_dir, server_cpu, server_pid
 
 NAME = "per_table"  # as `python -m bench --scenarios per_table` names it
 BUCKET = "per-table"
 FOLDER = "per_table"
 STAMP = "20250101123456"
 COMMANDS = ("backup_data", "restore_data")
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -64,21 +63,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--plugin", default=runner.plugin_executable(), help="asyncplug executable")
     p.add_argument("--no-cold", action="store_true", help="skip asyncplug without the server")
     return p.parse_args(argv)
-
-
-def server_cpu(pid: int) -> float:
-    """CPU seconds of the server, of its live workers and of those it reaped."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    total = sum(int(fields[i]) for i in (11, 12, 13, 14)) / TICK
-    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
-        with contextlib.suppress(OSError):  # it ended meanwhile: now in the reaped figures
-            total += server_cpu(int(child))
-    return total
-
-
-def server_pid(runtime_dir: str) -> int:
-    locks = list(Path(runtime_dir).glob("*.lock"))
-    return int(locks[0].read_text()) if locks else 0
 
 
 class Way:
@@ -146,8 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         source = os.path.join(work, "table.dat")
         Path(source).write_bytes(os.urandom(size))
         digest = digest_file(source)[0]
-        runtime = tempfile.mkdtemp(prefix="ap-", dir="/tmp")
-        os.chmod(runtime, 0o700)
+        runtime = private_runtime_dir()
         env = {**os.environ, "ASYNCPLUG_RUNTIME_DIR": runtime}
         ways = [Way("asyncplug", args.plugin, gp_config(work, "warm", {**options,
                     "log_dir": os.path.join(work, "log")}), env)]  # fmt: skip

@@ -46,6 +46,7 @@ class ChildRun:
     stderr: str
     minflt: int = 0  # minor page faults of the command
     first_byte_s: float | None = None  # start to the first byte on stdout (when drained)
+    warm_cpu_s: float = 0.0  # of cpu_s, what the warm server and its worker used (warm.py)
 
     @property
     def ok(self) -> bool:

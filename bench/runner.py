@@ -18,13 +18,13 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench import scenarios as sc
-from bench import subsets
+from bench import subsets, warm
 from bench.datagen import Dataset
 from bench.procs import ChildRun, run_child
 from bench.progress import PlainDisplay, RichDisplay
@@ -79,6 +79,8 @@ class Runner:
     repeat: int = 1
     seed: int = 0
     plugin_set: dict[str, str] = field(default_factory=dict)  # --set NAME=VALUE (asyncplug)
+    warm_server: bool = False  # asyncplug through the warm server, as deployed (warm.py)
+    warm_starts: list[float] = field(default_factory=list)  # the server's start, CPU s
     timestamp: str = field(default_factory=lambda: time.strftime("%Y%m%d%H%M%S"))
     rows: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
@@ -86,6 +88,7 @@ class Runner:
     _configs: dict[tuple[str, str], str] = field(default_factory=dict)
     _limits: dict[tuple[str, str], tuple[float | None, str | None]] = field(default_factory=dict)
     _content_ids: int = 0
+    _runtime_dir: str = ""
 
     # --- the run ------------------------------------------------------------------------
     def run(self) -> list[dict[str, Any]]:
@@ -267,6 +270,7 @@ class Runner:
             "ratios_to_compared": {},
             "verified": None,
             "error": None,
+            "warm_server": self.warm_server if kind == "plugin" else None,
             **extra,
         }
 
@@ -315,12 +319,41 @@ class Runner:
     def plugin_run(
         self, row: dict[str, Any], argv: list[str], stdin: str | None = None, drain: bool = False
     ) -> ChildRun:
+        """One measured command; asyncplug's through the warm server when it is on."""
         title = f"{row['label']} ({row['executable']}, {row['data']})"
-        with self.display.task(title, row["bytes_logical"]) as tick:
-            run = run_child(argv, stdin_file=stdin, drain_stdout=drain, tick=tick, env=self.env())
+        try:
+            with (
+                self.session(row["direction"] if row["kind"] == "plugin" else "") as session,
+                self.display.task(title, row["bytes_logical"]) as tick,
+            ):
+                if session is None:
+                    run = run_child(argv, stdin_file=stdin, drain_stdout=drain, tick=tick,
+                                    env=self.env())  # fmt: skip
+                else:
+                    with session.usage() as usage:
+                        run = run_child(argv, stdin_file=stdin, drain_stdout=drain, tick=tick,
+                                        env=self.env())  # fmt: skip
+                    run = warm.with_usage(run, usage)
+        except RuntimeError as exc:  # the warm server did not start or did not serve
+            raise RunFailed(str(exc)) from None
         if not run.ok:
             raise RunFailed(run.failure())
         return run
+
+    @contextlib.contextmanager
+    def session(self, direction: str) -> Iterator[warm.Session | None]:
+        """A backup or restore on a segment host as gpbackup runs it, around asyncplug's
+        measured commands of `direction` (warm.py); None when the warm server is off or
+        for another tool (direction '')."""
+        if not (self.warm_server and direction):
+            yield None
+            return
+        config = self.config(self.plugin, sc.for_codec("session", sc.BACKUP_DATA, "none"))
+        ts = self.timestamp
+        local = os.path.join(self.work_dir, "seg0", "backups", ts[:8], ts)
+        with warm.Session(self.plugin.path, config, self.env(), local, direction) as session:
+            self.warm_starts.append(session.start_cpu_s)
+            yield session
 
     def checked(self, obj: StoredObject | None, ok: bool, row: dict[str, Any]) -> bool:
         if obj is not None:
@@ -388,6 +421,11 @@ class Runner:
         if creds:
             env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"] = creds
         env.setdefault("AWS_DEFAULT_REGION", self.target.region)
+        # A socket directory of this run's own: with the warm server off no server serves
+        # it, so every command is a whole process; on, only the sessions' servers do.
+        if not self._runtime_dir:
+            self._runtime_dir = warm.private_runtime_dir()
+        env["ASYNCPLUG_RUNTIME_DIR"] = self._runtime_dir
         return env
 
     # --- objects, keys, configs ------------------------------------------------------------
@@ -502,6 +540,11 @@ class Runner:
             self.target.remove_prefix(prefix)
         except Exception as exc:  # cleanup must not hide the results
             self.display.note(f"could not remove {prefix}: {exc}")
+
+    def close(self) -> None:
+        """Remove the run's socket directory."""
+        if self._runtime_dir:
+            shutil.rmtree(self._runtime_dir, ignore_errors=True)
 
 
 def measure(run: ChildRun, verified: bool | None) -> Measure:

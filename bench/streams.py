@@ -18,6 +18,7 @@ a client spends is one the server does not get.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import time
@@ -31,6 +32,7 @@ from bench.datagen import Dataset
 from bench.procs import ChildRun, run_child
 from bench.runner import Executable, Runner
 from bench.targets import write_plugin_config
+from bench.warm import Session, Usage
 
 SCENARIO = "streams"
 DEFAULT_STREAMS = 8
@@ -53,10 +55,15 @@ class Group:
     runs: list[ChildRun]
     wall_s: float  # first start to last exit
     server_cpu_s: float | None = None
+    warm: Usage | None = None  # the warm server's and its workers' (bench/warm.py)
 
     @property
     def cpu_s(self) -> float:
-        return sum(r.cpu_s for r in self.runs)
+        return sum(r.cpu_s for r in self.runs) + (self.warm.cpu_s if self.warm else 0.0)
+
+    @property
+    def worker_peaks_kib(self) -> list[int]:
+        return self.warm.worker_peaks_kib if self.warm else []
 
     @property
     def first_byte_s(self) -> float | None:
@@ -66,11 +73,14 @@ class Group:
 
     @property
     def rss_max_kib(self) -> int:
-        return max((r.maxrss_kib for r in self.runs), default=0)
+        """The largest process; through the warm server, the largest client plus the
+        largest worker (which client a worker served is not known)."""
+        client = max((r.maxrss_kib for r in self.runs), default=0)
+        return client + max(self.worker_peaks_kib, default=0)
 
     @property
     def rss_sum_kib(self) -> int:
-        return sum(r.maxrss_kib for r in self.runs)
+        return sum(r.maxrss_kib for r in self.runs) + sum(self.worker_peaks_kib)
 
     def failure(self) -> str | None:
         for run in self.runs:
@@ -87,9 +97,15 @@ def run_group(
     env: dict[str, str] | None = None,
     tick: Callable[[int], None] | None = None,
     server_cpu: Callable[[], float] | None = None,
+    session: Session | None = None,
 ) -> Group:
-    """Start every argv at once (one thread each feeds and drains its own), wait for all."""
-    with ThreadPoolExecutor(max_workers=len(argvs), thread_name_prefix="stream") as pool:
+    """Start every argv at once (one thread each feeds and drains its own), wait for all.
+    With a warm server `session`, its and its workers' CPU and memory are the group's too."""
+    measured = session.usage() if session else contextlib.nullcontext(None)
+    with (
+        measured as usage,
+        ThreadPoolExecutor(max_workers=len(argvs), thread_name_prefix="stream") as pool,
+    ):
         before = server_cpu() if server_cpu else None
         start = time.perf_counter()
         futures = [
@@ -101,7 +117,7 @@ def run_group(
         runs = [f.result() for f in futures]
         wall = time.perf_counter() - start
         server = server_cpu() - before if server_cpu and before is not None else None
-    return Group(runs, wall, server)
+    return Group(runs, wall, server, usage)
 
 
 @dataclass
@@ -182,15 +198,31 @@ class Streams:
         return [self.row(tool, d, tools) for d in ("backup", "restore") for tool in tools]
 
     def measure(self, tool: Tool, direction: str) -> None:
-        run, n, size = self.runner, self.count, self.dataset.size
+        run, n = self.runner, self.count
         server = run.target.server
         server_cpu = server.cpu_seconds if server is not None else None
         title = f"{SCENARIO}: {n} x {tool.name} {direction} ({self.dataset.kind})"
-        with run.display.task(title, n * size) as tick:
+        try:
+            error = self.measure_group(tool, direction, title, server_cpu)
+        except RuntimeError as exc:  # the warm server did not start or did not serve
+            error = str(exc)
+        if error:
+            tool.error[direction] = error
+            run.display.note(f"{title}: FAILED: {error}")
+
+    def measure_group(
+        self, tool: Tool, direction: str, title: str, server_cpu: Callable[[], float] | None
+    ) -> str | None:
+        run, n, size = self.runner, self.count, self.dataset.size
+        with (
+            run.session(direction if tool.kind == "plugin" else "") as session,
+            run.display.task(title, n * size) as tick,
+        ):
             if direction == "backup":
                 commands = [tool.backup(i) for i in range(n)]
                 group = run_group([c[0] for c in commands], stdin_file=commands[0][1],
-                                  env=run.env(), tick=tick, server_cpu=server_cpu)  # fmt: skip
+                                  env=run.env(), tick=tick, server_cpu=server_cpu,
+                                  session=session)  # fmt: skip
                 fed = commands[0][1] is not None  # curl -T reads the file itself
                 short = [r for r in group.runs if fed and r.ok and r.bytes_in != size]
                 error = group.failure() or (f"fed {short[0].bytes_in} of {size} bytes"
@@ -198,7 +230,7 @@ class Streams:
             else:
                 argvs = [tool.restore(i) for i in range(n)]
                 group = run_group(argvs, drain=True, env=run.env(), tick=tick,
-                                  server_cpu=server_cpu)  # fmt: skip
+                                  server_cpu=server_cpu, session=session)  # fmt: skip
                 error = group.failure()
                 if error is None:
                     good = all(r.digest == self.dataset.digest and r.bytes_out == size
@@ -207,14 +239,14 @@ class Streams:
                     if not good:
                         error = f"restored bytes mismatch the data backed up ({tool.name})"
         if error:
-            tool.error[direction] = error
-            run.display.note(f"{title}: FAILED: {error}")
-            return
+            return error
         tool.groups.setdefault(direction, []).append(group)
+        served = f" (warm server {group.warm.cpu_s:.2f} s of it)" if group.warm else ""
         run.display.note(
             f"{title}: {n * size / MB / group.wall_s:,.1f} MB/s, "
-            f"{group.cpu_s / (n * size / GiB):.2f} CPU s/GiB summed"
+            f"{group.cpu_s / (n * size / GiB):.2f} CPU s/GiB summed{served}"
         )
+        return None
 
     # --- results ------------------------------------------------------------------------
     def row(self, tool: Tool, direction: str, tools: Sequence[Tool]) -> dict[str, Any]:
@@ -235,6 +267,8 @@ class Streams:
             "verified": tool.verified, "error": tool.error.get(direction),
             "streams": n, "stream_bytes": size, "rss_sum_mb": None,
             "server_cpu_s_per_gib": None, "walls_s": [], "first_byte_s": None,
+            "warm_server": self.runner.warm_server if tool.kind == "plugin" else None,
+            "warm_cpu_s_per_gib": None,
         }  # fmt: skip
         if not groups:
             row["error"] = row["error"] or tool.error.get("backup") or "not run"
@@ -251,6 +285,9 @@ class Streams:
             peak_rss_mb=round(max(g.rss_max_kib for g in groups) / 1024, 1),
             rss_sum_mb=round(max(g.rss_sum_kib for g in groups) / 1024, 1),
         )
+        warms = [g.warm.cpu_s for g in groups if g.warm is not None]
+        if warms:  # of the tool's CPU, what the server and its workers used
+            row["warm_cpu_s_per_gib"] = round(statistics.median(warms) / (logical / GiB), 3)
         firsts = [g.first_byte_s for g in groups if g.first_byte_s is not None]
         if firsts:
             row["first_byte_s"] = round(statistics.median(firsts), 3)

@@ -20,6 +20,12 @@ a part exceeds half the budget, two are (one uploading, one being read). Those p
 would need 2 * part size of memory (10,000 parts of a 5 TiB stream average 524 MiB), so
 they are spooled instead (spool.py): buffers on an unlinked file in spool_dir, whose
 pages are released as they are filled and sent. Memory stays within the budget.
+
+In a worker of the warm server (server.py), which serves commands one after another,
+the free buffers of a backup are kept for the next one instead of being unmapped
+(keep_between_commands): mapping and faulting in fresh pages is a fixed cost of every
+backup. What is kept is bounded by the last backup's budget and goes when the worker
+leaves.
 """
 
 from __future__ import annotations
@@ -90,6 +96,18 @@ def plan_parts(
     return PartPlan(first, low, max_part, max_parts)
 
 
+# Buffers a finished backup left for the next command of the same process (see above).
+_kept: list[mmap.mmap] = []
+_keeping = False
+
+
+def keep_between_commands() -> None:
+    """Keep a backup's free part buffers for the next backup of this process (a worker
+    of the warm server calls it once)."""
+    global _keeping
+    _keeping = True
+
+
 def memory_limit(budget: int, size: int) -> int:
     """Most bytes the pool holds while handing out buffers of `size` (see module doc)."""
     return max(budget, 2 * size)
@@ -115,10 +133,11 @@ class BufferPool:
 
     async def acquire(self, size: int) -> mmap.mmap:
         async with self._changed:
+            limit = memory_limit(self.budget, size)
             if size != self._size:
                 self._size = size
                 self._drop_free()
-            limit = memory_limit(self.budget, size)
+                self._adopt(size, limit)
             while not self._free and self.held and self.held + size > limit:
                 await self._changed.wait()
             if self._free:
@@ -146,8 +165,26 @@ class BufferPool:
             self._changed.notify_all()
 
     def close(self) -> None:
-        """Unmap the free buffers (buffers still out are unmapped when garbage collected)."""
+        """Unmap the free buffers, or keep them for the next backup (keep_between_commands);
+        buffers still out are unmapped when garbage collected."""
+        if _keeping and 2 * self._size <= self.budget:  # anonymous maps, not spooled files
+            while _kept:
+                _kept.pop().close()
+            self.held -= len(self._free) * self._size
+            _kept.extend(self._free)
+            self._free.clear()
         self._drop_free()
+
+    def _adopt(self, size: int, limit: int) -> None:
+        """Take the buffers the previous backup kept, as many of `size` as the limit allows."""
+        while _kept:
+            buf = _kept.pop()
+            if len(buf) == size and 2 * size <= self.budget and self.held + size <= limit:
+                self._free.append(buf)
+                self.held += size
+                self.peak = max(self.peak, self.held)
+            else:
+                buf.close()
 
     def _drop_free(self) -> None:
         while self._free:

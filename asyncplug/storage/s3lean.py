@@ -55,6 +55,16 @@ META = "x-amz-meta-"
 Fallback = Callable[[str, int, int, str, "str | None"], Awaitable[list[bytes]]]
 
 
+# xml.sax.saxutils' escape and unescape, the same mapping in the same order: importing
+# it brings urllib.request, http.client and email into every multipart backup.
+def xml_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace(">", "&gt;").replace("<", "&lt;")
+
+
+def xml_unescape(text: str) -> str:
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
 class LeanS3:
     """One bucket's data calls. Keys are full keys; `what` names a call in messages."""
 
@@ -274,9 +284,7 @@ class LeanS3:
         for view in response.body():
             found = _UPLOAD_ID.search(view)
             if found:
-                from xml.sax.saxutils import unescape  # here: restores never need it
-
-                return LeanUpload(self, key, unescape(found.group(1).decode("utf-8")))
+                return LeanUpload(self, key, xml_unescape(found.group(1).decode("utf-8")))
         raise StorageError(f"{what}: no UploadId in the response")
 
     async def delete(self, key: str, what: str) -> None:
@@ -368,10 +376,8 @@ class LeanUpload(Upload):
     async def complete(self) -> None:
         if not self._parts:  # S3 needs at least one part: an empty object has one empty part
             await self.put_part(1, 0, b"", 0)
-        from xml.sax.saxutils import escape
-
         body = "".join(
-            f"<Part><PartNumber>{n}</PartNumber><ETag>{escape(etag)}</ETag>"
+            f"<Part><PartNumber>{n}</PartNumber><ETag>{xml_escape(etag)}</ETag>"
             + (f"<ChecksumCRC32C>{checksum}</ChecksumCRC32C>" if checksum else "")
             + "</Part>"
             for n, (etag, checksum) in sorted(self._parts.items())

@@ -41,6 +41,10 @@ def test_quick_run_writes_verified_results_and_a_chart(tmp_path: Path) -> None:
     assert rows["backup_none"]["ratio_to_ceiling"] is not None
     assert (out / "latest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| backup_none | text | asyncplug |" in proc.stdout
+    # As deployed: through the warm server that setup at segment_host scope starts.
+    assert doc["settings"]["warm_server"] == "on" and doc["warm_server_start_cpu_s"] > 0
+    assert all(r["warm_server"] is (r["kind"] == "plugin" or None) for r in doc["results"])
+    assert "setup/cleanup at segment_host scope around its measured runs" in proc.stdout
 
 
 def test_directory_target_with_a_compared_executable(tmp_path: Path) -> None:
@@ -48,7 +52,7 @@ def test_directory_target_with_a_compared_executable(tmp_path: Path) -> None:
     proc, doc, _ = bench(
         "--storage", "file", "--path", str(tmp_path / "store"), "--size", "4MiB",
         "--scenarios", "backup_none,restore_data,restore_subset_10pct,cat_get",
-        "--compare", PLUGIN, "--output", str(tmp_path / "results"),
+        "--compare", PLUGIN, "--output", str(tmp_path / "results"), "--warm-server", "off",
     )  # fmt: skip
     assert report.check_document(doc) == []
     compared = [r for r in doc["results"] if r["kind"] == "compared"]
@@ -60,6 +64,10 @@ def test_directory_target_with_a_compared_executable(tmp_path: Path) -> None:
     assert all(r["verified"] is True for r in doc["results"])
     assert not [p for p in (tmp_path / "store").rglob("*") if p.is_file()]  # cleaned up
     assert "vs asyncplug-2" in proc.stdout
+    # Every command a whole process: no server was started, none is counted.
+    assert doc["settings"]["warm_server"] == "off" and doc["warm_server_start_cpu_s"] is None
+    assert {r["warm_server"] for r in doc["results"] if r["kind"] == "plugin"} == {False}
+    assert "warm server off" in proc.stdout
 
 
 FAKE_PLUGIN = """#!/bin/sh
@@ -81,13 +89,13 @@ def fake_plugin(tmp_path: Path, restore: str) -> str:
 
 
 def failing_bench(
-    tmp_path: Path, plugin: str
+    tmp_path: Path, plugin: str, warm: str = "off"
 ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
     out = tmp_path / "results"
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "--plugin", plugin, "--storage", "file",
          "--path", str(tmp_path / "store"), "--size", "1MiB", "--scenarios",
-         "backup_none,restore_data", "--output", str(out)],
+         "backup_none,restore_data", "--output", str(out), "--warm-server", warm],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     (json_path,) = out.glob("bench-*.json")
@@ -114,3 +122,17 @@ def test_a_failing_restore_is_reported_not_taken_for_a_mismatch(tmp_path: Path) 
     assert rows["backup_none"]["verified"] is None
     assert rows["backup_none"]["error"].startswith("read-back failed")
     assert "Traceback" not in proc.stderr
+
+
+def test_a_plugin_whose_setup_fails_fails_its_measured_runs(tmp_path: Path) -> None:
+    """With the warm server on, each measured run starts with setup at segment_host scope."""
+    plugin = fake_plugin(tmp_path, "head -c 1048576 /dev/zero")
+    proc, doc = failing_bench(tmp_path, plugin, warm="on")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    rows = {r["label"]: r for r in doc["results"]}
+    for label in ("backup_none", "restore_data[none]"):
+        assert rows[label]["error"] == (
+            "setup_plugin_for_" + ("backup" if label == "backup_none" else "restore")
+            + ": fake-plugin exited 5: fake: setup_plugin_for_"
+            + ("backup" if label == "backup_none" else "restore") + " not supported"
+        )  # fmt: skip

@@ -33,6 +33,9 @@ def test_streams_and_subsets_end_to_end(tmp_path: Path) -> None:
     assert mine["ratio_to_ceiling"] > 0 and set(mine["ratios_to_compared"]) == {"asyncplug-2"}
     assert mine["rss_sum_mb"] >= mine["peak_rss_mb"] > 0
     assert mine["server_cpu_s_per_gib"] > 0
+    # Through the warm server: its and its workers' CPU is part of asyncplug's.
+    assert mine["warm_server"] is True and 0 < mine["warm_cpu_s_per_gib"] < mine["cpu_s_per_gib"]
+    assert rows[("streams[restore_data x3]", "asyncplug-2")]["warm_server"] is None
     for label in ("streams[backup_data x3]", "streams[curl put x3]", "streams[curl get x3]"):
         (row,) = [r for (name, _), r in rows.items() if name == label and r["kind"] != "compared"]
         assert row["verified"] is True and row["mb_per_s"] > 0, label

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import mmap
 import random
+from pathlib import Path
 
 import pytest
 
+from asyncplug.pipeline import parts
 from asyncplug.pipeline.parts import BufferPool, PartPlan, memory_limit, plan_parts
 from asyncplug.spool import SpoolMap
 from asyncplug.storage.base import (
@@ -132,3 +134,60 @@ async def test_pool_reuses_buffers_of_the_current_size() -> None:
     await pool.release(first)
     assert await pool.acquire(1024) is first
     assert pool.held == 1024
+
+
+@pytest.fixture
+def keeping(monkeypatch: pytest.MonkeyPatch) -> list[mmap.mmap]:
+    """The pool as in a worker of the warm server: free buffers outlive the backup."""
+    kept: list[mmap.mmap] = []
+    monkeypatch.setattr(parts, "_kept", kept)
+    monkeypatch.setattr(parts, "_keeping", False)
+    parts.keep_between_commands()
+    return kept
+
+
+async def test_a_worker_keeps_the_last_backups_buffers_for_the_next(
+    keeping: list[mmap.mmap],
+) -> None:
+    first = BufferPool(4 * 1024)
+    bufs = [await first.acquire(1024) for _ in range(4)]
+    for buf in bufs:
+        await first.release(buf)
+    first.close()
+    assert first.held == 0 and len(keeping) == 4 and not any(b.closed for b in bufs)
+    second = BufferPool(4 * 1024)  # the next backup takes them, counted in its budget
+    again = [await second.acquire(1024) for _ in range(4)]
+    assert {id(b) for b in again} == {id(b) for b in bufs} and not keeping
+    assert second.held == second.peak == 4 * 1024
+    for buf in again:
+        await second.release(buf)
+    second.close()
+    smaller = BufferPool(2 * 1024)  # bounded by this backup's budget: the rest is unmapped
+    taken = await smaller.acquire(1024)
+    assert taken in bufs and smaller.held == 2 * 1024
+    assert sum(b.closed for b in bufs) == 2 and not keeping
+
+
+async def test_kept_buffers_of_another_size_are_unmapped_and_spooled_ones_never_kept(
+    keeping: list[mmap.mmap], tmp_path: Path
+) -> None:
+    pool = BufferPool(4 * 1024)
+    buf = await pool.acquire(1024)
+    await pool.release(buf)
+    pool.close()
+    other = BufferPool(4 * 1024)
+    assert len(await other.acquire(2048)) == 2048 and buf.closed and not keeping
+    spooling = BufferPool(4 * 1024, str(tmp_path))
+    big = await spooling.acquire(3 * 1024)  # over half the budget: a spool file's map
+    assert isinstance(big, SpoolMap)
+    await spooling.release(big)
+    spooling.close()
+    assert not keeping and spooling.held == 0
+
+
+async def test_outside_a_worker_a_finished_backup_unmaps_its_buffers() -> None:
+    pool = BufferPool(4 * 1024)
+    buf = await pool.acquire(1024)
+    await pool.release(buf)
+    pool.close()
+    assert buf.closed and not parts._kept and pool.held == 0
