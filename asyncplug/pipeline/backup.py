@@ -288,6 +288,8 @@ class PartUploader:
                 with memoryview(buf) as view:
                     put = self.storage.put(self.key, view[:count], crc, metadata)
                     await _uncancellable(_both(put, self._put_index()))
+                self._held = None  # stored: back to the pool (a worker keeps it for the next)
+                await self.pool.release(buf)
             return
         await self._wait_parts()
         upload = self._starting.result()  # done: every part waited for it

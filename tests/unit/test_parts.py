@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from asyncplug.pipeline import parts
+from asyncplug.pipeline.backup import run_backup
 from asyncplug.pipeline.parts import BufferPool, PartPlan, memory_limit, plan_parts
 from asyncplug.spool import SpoolMap
 from asyncplug.storage.base import (
@@ -18,6 +19,9 @@ from asyncplug.storage.base import (
     S3_MAX_PARTS,
     S3_MIN_PART_SIZE,
 )
+from tests.backup_support import pipe_feed
+from tests.memory_storage import MemoryStorage
+from tests.unit.test_backup_stream import KEY, PART, config_for
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -191,3 +195,13 @@ async def test_outside_a_worker_a_finished_backup_unmaps_its_buffers() -> None:
     await pool.release(buf)
     pool.close()
     assert buf.closed and not parts._kept and pool.held == 0
+
+
+async def test_a_small_tables_buffer_goes_back_to_the_pool(keeping: list[mmap.mmap]) -> None:
+    """A stream of one part is stored by one PUT; its buffer is then free for the next
+    backup of the worker, not left to the garbage collector."""
+    storage = MemoryStorage(min_part_size=PART)
+    with pipe_feed(b"a small table") as fd:
+        await run_backup(storage, KEY, fd, config_for())
+    assert storage.calls.count("put") == 2  # the object and its block index
+    assert len(keeping) == 1 and not keeping[0].closed
