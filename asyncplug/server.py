@@ -208,7 +208,11 @@ class Server:
                     poller.unregister(listener)
                     waiting = False
                     if all_busy and not self.stopping and len(self.workers) < MAX_WORKERS:
-                        self._spawn()  # a client waits and no worker is free
+                        # A client waits and no worker is free. Segments start their
+                        # streams together: double the workers (the extra ones leave
+                        # after EXTRA_IDLE) rather than fork one per turn of this loop.
+                        for _ in range(min(busy, MAX_WORKERS - len(self.workers))):
+                            self._spawn()
                         all_busy = False
                 if self.stopping:
                     self._close_listener()

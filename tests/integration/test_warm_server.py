@@ -381,6 +381,35 @@ def test_umask_and_commands_side_by_side(
     assert not pids & set(plugin.clients) and len(pids) >= 2  # served, by two workers
 
 
+def test_streams_started_together_are_all_served_by_a_bounded_pool(
+    write_config: Callable[..., str], tmp_path: Path, runtime: str
+) -> None:
+    """Eight segments start their streams at once: each gets a worker (none falls back
+    to a process of its own), the pool doubling while clients wait, so never more than
+    twice the workers needed."""
+    pid = server.start(path=socket_in(runtime))
+    assert pid is not None
+    plugin = file_plugin(write_config, tmp_path, runtime)
+    streams = [
+        plugin.popen("backup_data", data_file(tmp_path, content=n), stdin=subprocess.PIPE)
+        for n in range(8)
+    ]
+    try:
+        pipes = [f"pipe:[{os.fstat(p.stdin.fileno()).st_ino}]" for p in streams if p.stdin]
+        mine = {os.getpid(), *(p.pid for p in streams)}
+        assert wait_until(lambda: all(held_elsewhere(p, mine) for p in pipes)), "not all served"
+        workers = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        assert 8 <= len(workers) <= 16
+    finally:
+        for n, stream in enumerate(streams):
+            assert stream.stdin is not None
+            stream.stdin.write(b"table %d" % n)
+            stream.stdin.close()
+    assert [s.wait(timeout=60) for s in streams] == [0] * 8
+    for n in range(8):
+        assert plugin("restore_data", data_file(tmp_path, content=n)).stdout == b"table %d" % n
+
+
 # --- what the real callers need, through the server -------------------------------------
 
 
