@@ -279,17 +279,14 @@ class PartUploader:
             if metadata[META_FORMAT] == FORMAT_RAW:
                 metadata.update({META_CRC: f"{self.crc:08x}", META_SIZE: str(self.size)})
             self._stored = True
-            # The object and its index side by side: a small table waits for one round
-            # trip, not two. Both end before a failure is raised (clean-up deletes both).
             if buf is None:
-                put = self.storage.put(self.key, b"", 0, metadata)
-                await _uncancellable(_both(put, self._put_index()))
+                await _uncancellable(self.storage.put(self.key, b"", 0, metadata))
             else:
                 with memoryview(buf) as view:
-                    put = self.storage.put(self.key, view[:count], crc, metadata)
-                    await _uncancellable(_both(put, self._put_index()))
+                    await _uncancellable(self.storage.put(self.key, view[:count], crc, metadata))
                 self._held = None  # stored: back to the pool (a worker keeps it for the next)
                 await self.pool.release(buf)
+            await self._put_index()
             return
         await self._wait_parts()
         upload = self._starting.result()  # done: every part waited for it
@@ -349,14 +346,6 @@ def _crc_and_release(buf: mmap.mmap, start: int, end: int, crc: int) -> int:
         crc = crc32c(view[start:end], crc)
     spool.release(buf, start, end)
     return crc
-
-
-async def _both(first: Awaitable[None], second: Awaitable[None]) -> None:
-    """Run both to the end; then raise the first one's error, else the second's."""
-    results = await asyncio.gather(first, second, return_exceptions=True)
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
 
 
 async def _uncancellable(cleanup: Awaitable[None]) -> None:

@@ -7,14 +7,12 @@ import asyncio
 import os
 import socket
 import threading
-from collections.abc import Mapping
 
 import pytest
 
 from asyncplug.errors import PluginError, StorageError
 from asyncplug.pipeline.backup import run_backup, sidecar_key
 from asyncplug.pipeline.blocks import index_key
-from asyncplug.storage.base import Buffer
 from tests.backup_support import fail_at, pipe_feed
 from tests.memory_storage import MemoryStorage
 from tests.unit.test_backup_stream import KEY, PART, config_for
@@ -56,27 +54,6 @@ async def test_a_failed_single_put_leaves_nothing() -> None:
     with pipe_feed(b"small") as fd, pytest.raises(StorageError):
         await run_backup(storage, KEY, fd, config_for())
     assert_nothing_left(storage)
-
-
-@pytest.mark.parametrize("failing", ["object", "index"])
-async def test_a_small_backup_whose_object_or_index_fails_leaves_nothing(failing: str) -> None:
-    """The object and its index are stored side by side: the one that succeeds lands
-    after the other failed, and clean-up still deletes it."""
-
-    class OnePutFails(MemoryStorage):
-        async def put(
-            self, key: str, data: Buffer, crc32c: int, metadata: Mapping[str, str] | None = None
-        ) -> None:
-            if (key == index_key(KEY)) == (failing == "index"):
-                raise StorageError("injected")
-            await asyncio.sleep(0.05)
-            await super().put(key, data, crc32c, metadata)
-
-    storage = OnePutFails(min_part_size=PART)
-    with pipe_feed(b"small") as fd, pytest.raises(StorageError, match="injected"):
-        await run_backup(storage, KEY, fd, config_for())
-    assert storage.calls == ["put"]  # the other one landed...
-    assert_nothing_left(storage)  # ...and was deleted
 
 
 async def test_a_part_failure_stops_a_stalled_reader() -> None:
