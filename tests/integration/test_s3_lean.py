@@ -222,7 +222,7 @@ def test_raw_backup_and_restore_import_only_what_they_use(
     --single-data-file): the real commands must not import what a raw stream never uses."""
     plugin = make_plugin(s3_options(seaweed, bucket), write_config, tmp_path)
     key = "/backups/20250101/20250101123456/gpbackup_0_20250101123456_16384"
-    data = bytes(range(256)) * 100
+    data = bytes(range(256)) * 4100  # over restore.SPLICE_MIN: restore_data splices it
     offsets = tmp_path / "offsets"
     offsets.write_text("2 10 20 300 400")
     runs = [("backup_data", key), ("restore_data", key), ("restore_data_subset", key, str(offsets))]
