@@ -206,63 +206,64 @@ async def lookup(
     index (its pages for the ranges `first` read too), else the 0.1 whole-stream CRC32C
     (user metadata, or the `<key>.asyncplug-crc` sidecar), else None (Go plugin)."""
     key = info.key
-    if info.metadata.get(META_INDEX):
-        index = await _small(storage, key, info.size)
-        if index is not None:
-            return index
-    try:
-        found = await storage.stat(index_key(key))
-    except (ObjectNotFound, AccessDenied):
-        # (S3 answers 403, not 404, for a missing key to a client without s3:ListBucket.)
-        found = None
-    if found is not None:
-        index = await _load(storage, key, found.size, first)
-        if index.raw_size != info.size:
-            raise IntegrityError(
-                f"{key} holds {info.size} bytes but its block index records "
-                f"{index.raw_size}: the object is corrupt"
-            )
-        return index
-    if info.metadata.get(META_INDEX):
+    marked = bool(info.metadata.get(META_INDEX))
+    index = await _small(storage, info) if marked else None
+    if index is None:
+        try:
+            found = await storage.stat(index_key(key))
+        except (ObjectNotFound, AccessDenied):
+            # (S3 answers 403, not 404, for a missing key to a client without s3:ListBucket.)
+            found = None
+        if found is None and marked:
+            raise _missing(key)
+        if found is not None:
+            index = await _load(storage, key, found.size, first)
+    if index is None:
+        return await _whole_crc(storage, info)
+    if index.raw_size != info.size:
         raise IntegrityError(
-            f"{key}: its block index {index_key(key)} is missing; nothing was written"
-        )
-    return await _whole_crc(storage, info)
-
-
-async def _small(storage: Storage, key: str, raw_size: int) -> BlockIndex | None:
-    """The index backup marked, read whole in one GET without a HEAD first when it is
-    small (a small table's restore then waits for one round trip less); None: look it
-    up the long way (its size is not the one this version writes, say)."""
-    size = index_size(raw_size)
-    if size > SMALL_INDEX:
-        return None
-    try:
-        data = b"".join(await storage.get_range(index_key(key), 0, size))
-    except (ObjectNotFound, AccessDenied):
-        raise IntegrityError(
-            f"{key}: its block index {index_key(key)} is missing; nothing was written"
-        ) from None
-    except (InputError, IntegrityError):  # shorter than this version writes: the long way
-        return None  # tells why
-    try:
-        index = BlockIndex(key, data, size)
-    except IntegrityError:
-        return None
-    index.add_pages(0, data, 0)
-    if index.raw_size != raw_size:
-        raise IntegrityError(
-            f"{key} holds {raw_size} bytes but its block index records "
+            f"{key} holds {info.size} bytes but its block index records "
             f"{index.raw_size}: the object is corrupt"
         )
     return index
+
+
+def _missing(key: str) -> IntegrityError:
+    return IntegrityError(
+        f"{key}: its block index {index_key(key)} is missing; nothing was written"
+    )
+
+
+async def _small(storage: Storage, info: ObjectInfo) -> BlockIndex | None:
+    """The index backup marked, read whole in one GET without a HEAD first when it is
+    small (a small table's restore then waits for one round trip less); None: look it
+    up the long way (its size is not the one this version writes, say)."""
+    size = index_size(info.size)
+    if size > SMALL_INDEX:
+        return None
+    try:
+        data = await _read_whole(storage, info.key, size)
+    except (ObjectNotFound, AccessDenied):
+        raise _missing(info.key) from None
+    except (InputError, IntegrityError):  # shorter than this version writes: the long way
+        return None  # tells why
+    try:
+        index = BlockIndex(info.key, data, size)
+    except IntegrityError:
+        return None
+    index.add_pages(0, data, 0)
+    return index
+
+
+async def _read_whole(storage: Storage, key: str, size: int) -> bytes:
+    return b"".join(await storage.get_range(index_key(key), 0, size))
 
 
 async def _load(
     storage: Storage, key: str, size: int, first: Sequence[tuple[int, int]]
 ) -> BlockIndex:
     if size <= SMALL_INDEX:
-        data = b"".join(await storage.get_range(index_key(key), 0, size))
+        data = await _read_whole(storage, key, size)
         index = BlockIndex(key, data, size)
         index.add_pages(0, data, 0)
         return index
