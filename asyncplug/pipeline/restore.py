@@ -46,7 +46,7 @@ from asyncplug.pipeline import blocks, frames
 from asyncplug.pipeline.pipes import reader_gone
 from asyncplug.pipeline.ranges import Fetch, Plan, plan_frames, plan_raw
 from asyncplug.pipeline.writer import IOV_MAX, FdWriter
-from asyncplug.storage.base import Buffer, ObjectInfo, Storage
+from asyncplug.storage.base import Buffer, ObjectInfo, Storage, fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ async def restore_path(storage: Storage, key: str, path: str, config: Config) ->
         fd = -1
         os.replace(temp, target)
         renamed = True
-        await asyncio.to_thread(_fsync_dir, parent)
+        await asyncio.to_thread(fsync_dir, parent)
         return written
     except OSError as exc:
         raise PluginError(f"cannot write {path}: {exc.strerror or exc}") from exc
@@ -558,11 +558,3 @@ def _check_crc(key: str, record: blocks.Record, writer: FdWriter) -> None:
             f"{key}: restored stream CRC32C {writer.crc:08x} does not match the recorded "
             f"{record.crc:08x}: the stored object is corrupt"
         )
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

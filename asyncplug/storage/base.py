@@ -9,6 +9,7 @@ exponential backoff and jitter, up to `Config.max_retries`.
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,16 @@ S3_MIN_PART_SIZE = 5 * 1024 * 1024
 S3_MAX_PART_SIZE = 5 * 1024**3
 S3_MAX_PARTS = 10_000
 S3_MAX_OBJECT_SIZE = 5 * 1024**4
+
+
+def fsync_dir(directory: str | os.PathLike[str]) -> None:
+    """Make a rename or a new file in `directory` durable (a directory store's objects,
+    restore_file's target)."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from asyncplug.errors import (
     StorageError,
 )
 from asyncplug.spool import STEP, release
-from asyncplug.storage.base import Buffer, ObjectInfo, Storage, Upload
+from asyncplug.storage.base import Buffer, ObjectInfo, Storage, Upload, fsync_dir
 
 TMP_PREFIX = ".asyncplug-tmp-"  # a put() in progress
 UPLOAD_PREFIX = ".asyncplug-upload-"  # a multipart upload in progress
@@ -64,14 +64,6 @@ def is_hidden(name: str) -> bool:
 
 def meta_path(path: Path) -> Path:
     return path.with_name(f".{path.name}{META_SUFFIX}")
-
-
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_all(fd: int, data: Buffer, offset: int) -> None:
