@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from asyncplug.pipeline import frames
 from asyncplug.pipeline.codecs import CODECS, Codec
+from asyncplug.pipeline.parts import new_buffer
 from asyncplug.pipeline.reader import StreamReader
 
 FRAME_SIZE = 4 * 1024 * 1024  # raw bytes per frame: fine-grained ranged restore, good ratio
@@ -54,7 +55,7 @@ class FrameCompressor:
         try:
             await self._write(sink, frames.pack_header(self.codec))
             while True:
-                buf = self._free.pop() if self._free else mmap.mmap(-1, self.frame_size)
+                buf = self._free.pop() if self._free else new_buffer(self.frame_size)
                 count, crc = await reader.fill(buf)
                 if count == 0:
                     self._free.append(buf)

@@ -108,6 +108,17 @@ def keep_between_commands() -> None:
     _keeping = True
 
 
+_PRIVATE = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
+_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
+
+
+def new_buffer(size: int, populate: bool = False) -> mmap.mmap:
+    """An anonymous private mapping of `size` bytes; `populate`: its pages faulted in at
+    once, for a buffer that will be filled whole. Both cost a fresh worker fewer page
+    faults than Python's default shared mapping (bench/buffer_probe.py)."""
+    return mmap.mmap(-1, size, _PRIVATE | (_POPULATE if populate else 0))
+
+
 def memory_limit(budget: int, size: int) -> int:
     """Most bytes the pool holds while handing out buffers of `size` (see module doc)."""
     return max(budget, 2 * size)
@@ -118,6 +129,8 @@ class BufferPool:
 
     Buffers are anonymous mmaps, not bytearrays: unmapping returns memory to the system
     at once, whatever malloc's thresholds, so RSS follows the budget when part sizes change.
+    The first is mapped lazily (a small table touches a few of its pages), the others
+    populated on a thread (new_buffer).
     Buffers of parts over half the budget are spooled to a file in `spool_dir` (spool.py).
     """
 
@@ -125,6 +138,7 @@ class BufferPool:
         self.budget = budget
         self.spool_dir = spool_dir
         self.spooled = 0  # spooled buffers made (tests and the log read it)
+        self.mapped = 0  # anonymous buffers mapped
         self.held = 0  # bytes of buffers handed out or kept for reuse
         self.peak = 0
         self._free: list[mmap.mmap] = []
@@ -144,16 +158,21 @@ class BufferPool:
                 return self._free.pop()
             self.held += size
             self.peak = max(self.peak, self.held)
-            if 2 * size <= self.budget:
-                return mmap.mmap(-1, size)
-        try:  # outside the lock: allocating the file's blocks may take a moment
-            buf = await asyncio.to_thread(spool_map, size, self.spool_dir)
+            anonymous = 2 * size <= self.budget
+            self.mapped += anonymous
+            if anonymous and self.mapped == 1:  # a small table may need no more than this
+                return new_buffer(size)
+        try:  # outside the lock: faulting in or allocating the blocks takes a moment
+            if anonymous:  # the stream is past its first part: this one is filled whole
+                buf = await asyncio.to_thread(new_buffer, size, True)
+            else:
+                buf = await asyncio.to_thread(spool_map, size, self.spool_dir)
         except BaseException:
             async with self._changed:
                 self.held -= size
                 self._changed.notify_all()
             raise
-        self.spooled += 1
+        self.spooled += not anonymous
         return buf
 
     async def release(self, buf: mmap.mmap) -> None:

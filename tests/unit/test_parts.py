@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import mmap
+import os
 import random
+import resource
 from pathlib import Path
 
 import pytest
@@ -98,12 +100,15 @@ def test_limits_that_cannot_hold_the_target_double_every_part() -> None:
     assert plan.capacity() == 75
 
 
-async def settle(waiter: asyncio.Future[mmap.mmap], spooled: bool) -> None:
-    """Let acquire() run; a spooled buffer is made on a thread, so give it time."""
-    if spooled:
-        await asyncio.wait({waiter}, timeout=0.2)
-    else:
-        await asyncio.sleep(0)
+async def settle(pool: BufferPool, waiter: asyncio.Future[mmap.mmap]) -> None:
+    """Until acquire() has its buffer (made on a thread after the first) or waits for
+    one to be released."""
+    for _ in range(5000):
+        waits = pool._changed._waiters  # type: ignore[attr-defined]
+        if waiter.done() or any(not notified.done() for notified in waits):
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError("acquire() neither returned nor waited")
 
 
 async def test_pool_holds_at_most_the_budget_while_parts_grow() -> None:
@@ -113,11 +118,11 @@ async def test_pool_holds_at_most_the_budget_while_parts_grow() -> None:
     out: list[mmap.mmap] = []
     for size in [1000] * 30 + [2000] * 30 + [4000] * 20 + [8000] * 10 + [16000] * 5:
         waiter = asyncio.ensure_future(pool.acquire(size))
-        await settle(waiter, spooled=2 * size > budget)
+        await settle(pool, waiter)
         while not waiter.done():  # blocked: the budget is spent, free the oldest part
             assert out, "the pool blocked with nothing to wait for"
             await pool.release(out.pop(0))
-            await settle(waiter, spooled=2 * size > budget)
+            await settle(pool, waiter)
         buf = waiter.result()
         assert len(buf) == size
         out.append(buf)
@@ -205,3 +210,27 @@ async def test_a_small_tables_buffer_goes_back_to_the_pool(keeping: list[mmap.mm
         await run_backup(storage, KEY, fd, config_for())
     assert storage.calls.count("put") == 2  # the object and its block index
     assert len(keeping) == 1 and not keeping[0].closed
+
+
+def _touch_faults(buf: mmap.mmap) -> int:
+    """Minor page faults taken while writing one byte into every page of buf."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for offset in range(0, len(buf), mmap.PAGESIZE):
+        buf[offset] = 1
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+def test_new_buffers_are_private_and_populated_on_request() -> None:
+    pages = 256
+    lazy, ready = (
+        parts.new_buffer(pages * mmap.PAGESIZE),
+        parts.new_buffer(pages * mmap.PAGESIZE, True),
+    )
+    assert _touch_faults(lazy) >= pages // 2  # faulted in as it is written
+    assert _touch_faults(ready) < pages // 8  # faulted in by mmap itself
+    pid = os.fork()
+    if pid == 0:  # a private map: a forked process writes its own copy
+        lazy[0] = 7
+        os._exit(0)
+    assert os.waitpid(pid, 0)[1] == 0
+    assert lazy[0] == 1
