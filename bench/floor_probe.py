@@ -2,12 +2,14 @@
 
 Usage:
     .venv/bin/python -m bench.floor_probe [--size 1GiB] [--repeat 5]
+        [--producer sendfile|write]
 
 A backup that keeps every part in memory until it is acknowledged (a retry resends it;
 stdin cannot be read twice) copies each byte twice in the kernel: from the stdin pipe
 into a part buffer, and from the buffer into the socket. This probe runs that loop and
 nothing else, in this interpreter: a producer process writes --size bytes into a pipe
-(sendfile from a file, as the bench feeds the plugin), the probe reads it into two 8 MiB
+(`sendfile`: from a file, as the bench feeds the plugin; `write`: `cat`, whose pages
+the reader then frees, as with gpbackup_helper's writes), the probe reads it into two 8 MiB
 buffers in turn and sends each whole over loopback TCP to a process that drains it.
 Per round it measures the probe's own CPU (user + system) per GiB for:
 - copies: read + send;
@@ -47,7 +49,7 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def one_round(source: str, crc: bool) -> tuple[float, int]:
+def one_round(source: str, crc: bool, producer: str = "sendfile") -> tuple[float, int]:
     """(CPU seconds of the loop, bytes moved)."""
     listener = socket.create_server(("127.0.0.1", 0))
     drain = subprocess.Popen([sys.executable, "-c", DRAIN, str(listener.getsockname()[1])])
@@ -55,9 +57,8 @@ def one_round(source: str, crc: bool) -> tuple[float, int]:
     listener.close()
     read_end, write_end = os.pipe()
     grow_pipe(read_end)
-    producer = subprocess.Popen(
-        [sys.executable, "-c", FEED, source], stdout=write_end, close_fds=True
-    )
+    feed = ["cat", source] if producer == "write" else [sys.executable, "-c", FEED, source]
+    feeder = subprocess.Popen(feed, stdout=write_end, close_fds=True)
     os.close(write_end)
     bufs = [mmap.mmap(-1, PART, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS) for _ in range(2)]
     total, turn = 0, 0
@@ -82,7 +83,7 @@ def one_round(source: str, crc: bool) -> tuple[float, int]:
     spent = _cpu() - start
     conn.close()
     os.close(read_end)
-    producer.wait()
+    feeder.wait()
     drain.wait()
     return spent, total
 
@@ -100,6 +101,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="1GiB")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--producer", choices=("sendfile", "write"), default="sendfile")
     args = parser.parse_args()
     size = parse_size(args.size, "--size")
     results: dict[str, list[float]] = {"copies": [], "copies + crc": []}
@@ -110,9 +112,10 @@ def main() -> None:
         source.flush()
         for _ in range(args.repeat):
             for name in results:  # alternated, so that a drift of the load falls on both
-                spent, moved = one_round(source.name, crc=name != "copies")
+                spent, moved = one_round(source.name, name != "copies", args.producer)
                 results[name].append(spent * 2**30 / moved)
-    print(f"{args.size} through a pipe and loopback TCP, medians of {args.repeat}:")
+    where = f"a pipe ({args.producer}) and loopback TCP"
+    print(f"{args.size} through {where}, medians of {args.repeat}:")
     for name, runs in results.items():
         runs_text = " ".join(f"{x:.2f}" for x in runs)
         print(f"  {name:13} {statistics.median(runs):.3f} CPU-s/GiB   (runs {runs_text})")
