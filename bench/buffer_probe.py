@@ -10,7 +10,9 @@ there: the copy alone). Prints the median CPU milliseconds of each fill per kind
 - shared: mmap.mmap(-1, size), Python's default (MAP_SHARED, shmem pages);
 - private: MAP_PRIVATE | MAP_ANONYMOUS, what parts.new_buffer maps for a first part;
 - populate: the same with MAP_POPULATE (all pages faulted in by mmap itself), what it
-  maps for the parts after the first.
+  maps for the parts after the first;
+- hugepage: private with madvise(MADV_HUGEPAGE) (transparent huge pages; not used: see
+  bench/README.md).
 The differences of the first fills are what a fresh worker's backup saves per budget.
 """
 
@@ -24,7 +26,7 @@ import statistics
 
 from asyncplug.config import parse_size
 
-KINDS = ("shared", "private", "populate")
+KINDS = ("shared", "private", "populate", "hugepage")
 
 
 def _cpu() -> float:
@@ -48,6 +50,9 @@ def _round(kind: str, size: int, count: int, out: multiprocessing.SimpleQueue[ob
         mmap.mmap(-1, size) if kind == "shared" else mmap.mmap(-1, size, flags)
         for _ in range(count)
     ]
+    if kind == "hugepage":
+        for buf in bufs:
+            buf.madvise(mmap.MADV_HUGEPAGE)
     _fill(bufs, chunk)
     first = _cpu()
     _fill(bufs, chunk)
@@ -74,12 +79,13 @@ def main() -> None:
             results[kind].append((float(fills[0]), float(fills[1])))
     total = size * args.count / 2**20
     print(f"{args.count} buffers of {args.size} ({total:.0f} MiB), medians of {args.repeat}:")
+    slowest = {kind: max(r[0] for r in runs) * 1000 for kind, runs in results.items()}
     for kind, runs in results.items():
         fill = statistics.median(r[0] for r in runs) * 1000
         refill = statistics.median(r[1] for r in runs) * 1000
         print(
             f"  {kind:8} first fill {fill:6.1f} ms   refill {refill:6.1f} ms"
-            f"   faulting {fill - refill:6.1f} ms"
+            f"   faulting {fill - refill:6.1f} ms   slowest first fill {slowest[kind]:6.1f} ms"
         )
 
 
