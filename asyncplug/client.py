@@ -29,6 +29,7 @@ if MYPY:
 
 PROTOCOL = b"asyncplug-warm-1"
 DIR_ENV = "ASYNCPLUG_RUNTIME_DIR"  # tests point it at a private directory
+INSTALL_ENV = "ASYNCPLUG_INSTALL"  # set by the compiled client: its install prefix
 INTERRUPTED = 9  # errors.Interrupted.exit_code, without importing errors
 FORWARDED = (15, 2, 1)  # SIGTERM, SIGINT, SIGHUP: as signals.SIGNALS
 SIGPIPE = 13
@@ -44,9 +45,13 @@ def runtime_dir() -> str:
 
 
 def install_prefix() -> str:
-    """The install: what the compiled client (client/asyncplug.c) knows too, the parent
-    of the bin/ directory it runs from, which is the interpreter's prefix (a virtualenv)."""
-    return os.path.realpath(sys.prefix)
+    """The install, as the compiled client (client/asyncplug.c) knows it: the parent of
+    the bin/ directory it runs from. It passes that on in ASYNCPLUG_INSTALL when it runs
+    this client, since pip may have put it elsewhere than the interpreter's prefix
+    (/usr/local/bin for a system Python's /usr); otherwise the interpreter's prefix
+    (in a virtualenv, the same directory)."""
+    named = os.environ.get(INSTALL_ENV, "")
+    return named if os.path.isabs(named) else os.path.realpath(sys.prefix)
 
 
 def install_key() -> str:

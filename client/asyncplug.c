@@ -8,9 +8,13 @@
  * the server's socket, sends the request (the same wire format) with fds 0-2
  * (SCM_RIGHTS), forwards SIGTERM, SIGINT and SIGHUP to the worker the server forked,
  * and exits with the worker's exit code. Whenever the server is absent or cannot
- * serve, it execs the Python client (`python3 -I -c` in this executable's directory,
- * else the interpreter it was built for), which tries the server again and, finding
- * none, runs the command in-process, exactly as without a server.
+ * serve, it execs the Python client (`python3 -I -c` in this executable's directory
+ * when that is a virtualenv's or conda environment's bin/, else the interpreter it
+ * was built for), which
+ * tries the server again and, finding none, runs the command in-process, exactly as
+ * without a server. The Python client gets this executable's install prefix in
+ * ASYNCPLUG_INSTALL: a server it starts then serves this executable too, wherever pip
+ * put it (/usr/local/bin for a system Python's /usr, ~/.local/bin, a copy elsewhere).
  *
  * setup.py compiles it with ASYNCPLUG_VERSION (asyncplug.__version__) and
  * ASYNCPLUG_PYTHON (the interpreter of the install) defined. Plain C99 and POSIX. */
@@ -90,6 +94,22 @@ static void say(const char *a, const char *b, const char *c)
         return; /* stderr gone: the exit status still tells */
 }
 
+/* Whether this executable's prefix is an environment of its own, whose bin/python3 is
+ * the install's: a virtualenv (PEP 405: pyvenv.cfg at its root) or a conda environment
+ * (conda-meta/). */
+static int in_environment(void)
+{
+    char marker[PATH_MAX + 16];
+    struct stat st;
+    if (!bindir[0] || !prefix[0])
+        return 0;
+    if (snprintf(marker, sizeof marker, "%s/pyvenv.cfg", prefix) < (int)sizeof marker &&
+        stat(marker, &st) == 0 && S_ISREG(st.st_mode))
+        return 1;
+    return snprintf(marker, sizeof marker, "%s/conda-meta", prefix) < (int)sizeof marker &&
+           stat(marker, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
 /* The Python client, with the same arguments: runs the command here. */
 static void run_python(int argc, char **argv)
 {
@@ -104,7 +124,14 @@ static void run_python(int argc, char **argv)
     args[3] = (char *)PYTHON_CLIENT;
     for (int i = 1; i < argc; i++)
         args[i + 3] = argv[i];
-    if (bindir[0] && snprintf(python, sizeof python, "%s/python3", bindir) < (int)sizeof python) {
+    if (prefix[0] && setenv("ASYNCPLUG_INSTALL", prefix, 1) != 0) {
+        say("internal error: ", strerror(errno), "");
+        exit(1);
+    }
+    /* A python3 beside this executable is the install's own only in an environment (a
+     * system's /usr/local/bin/python3 may be another Python without asyncplug). */
+    if (in_environment() &&
+        snprintf(python, sizeof python, "%s/python3", bindir) < (int)sizeof python) {
         args[0] = python;
         execv(python, args);
     }

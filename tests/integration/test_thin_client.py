@@ -24,7 +24,12 @@ import pytest
 from asyncplug import __version__, cli, client, server
 from tests.integration.runner import EXECUTABLE, Plugin
 from tests.integration.test_commands import data_file
-from tests.integration.test_warm_server import file_plugin, logged_by_worker, socket_in
+from tests.integration.test_warm_server import (
+    file_plugin,
+    held_elsewhere,
+    logged_by_worker,
+    socket_in,
+)
 from tests.server_support import private_dir, wait_until
 
 TIMEOUT = 60
@@ -361,6 +366,80 @@ def test_no_arguments_and_the_recorded_interpreter(runtime: str, tmp_path: Path)
     env = {**os.environ, "ASYNCPLUG_RUNTIME_DIR": runtime}
     done = subprocess.run([str(copy), "--version"], capture_output=True, env=env, timeout=60)
     assert (done.returncode, done.stdout, done.stderr) == (0, VERSION_LINE, b"")
+
+
+def copy_of_executable(prefix: Path) -> Path:
+    """The compiled client copied to PREFIX/bin/asyncplug, as pip puts it in /usr/local/bin
+    for a system Python whose prefix is /usr."""
+    copy = prefix / "bin" / "asyncplug"
+    copy.parent.mkdir(parents=True)
+    copy.write_bytes(Path(EXECUTABLE).read_bytes())
+    copy.chmod(0o755)
+    return copy
+
+
+def test_a_python3_beside_it_is_taken_only_in_an_environment(runtime: str, tmp_path: Path) -> None:
+    """A system's /usr/local/bin/python3 may be another Python, without asyncplug: only a
+    virtualenv's (pyvenv.cfg) or a conda environment's python3 is the install's."""
+    copy = copy_of_executable(tmp_path)
+    other = copy.parent / "python3"
+    other.write_text("#!/bin/sh\necho another python >&2\nexit 3\n")
+    other.chmod(0o755)
+    env = {**os.environ, "ASYNCPLUG_RUNTIME_DIR": runtime}
+    done = subprocess.run([str(copy), "--version"], capture_output=True, env=env, timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (0, VERSION_LINE, b"")
+    for marker in ("pyvenv.cfg", "conda-meta"):
+        made = tmp_path / marker
+        made.mkdir() if marker == "conda-meta" else made.write_text("home = /usr/bin\n")
+        done = subprocess.run([str(copy), "--version"], capture_output=True, env=env, timeout=60)
+        assert (done.returncode, done.stderr) == (3, b"another python\n"), marker
+        made.rmdir() if marker == "conda-meta" else made.unlink()
+
+
+def test_a_copy_outside_the_interpreters_prefix_is_served_by_its_server(
+    write_config: Callable[..., str],
+    tmp_path: Path,
+    runtime: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Installed outside sys.prefix, the executable hands its prefix to the Python client
+    it runs (ASYNCPLUG_INSTALL), so the server that setup starts is keyed to that prefix
+    and serves the executable itself: no Python start per command."""
+    prefix = tmp_path / "usr-local"
+    copy = copy_of_executable(prefix)
+    plugin = file_plugin(write_config, tmp_path, runtime)
+    env = plugin.env
+    monkeypatch.setenv(client.INSTALL_ENV, str(prefix.resolve()))
+    assert client.install_prefix() == str(prefix.resolve())
+
+    def run_copy(*argv: str) -> subprocess.CompletedProcess[bytes]:
+        done = subprocess.run([str(copy), *argv], capture_output=True, env=env, timeout=TIMEOUT)
+        assert done.returncode == 0, done.stderr
+        return done
+
+    where = str(tmp_path / "backups")
+    run_copy("setup_plugin_for_backup", plugin.config, where, "segment_host")
+    try:
+        sockets = [name for name in os.listdir(runtime) if name.endswith(".sock")]
+        assert sockets == [os.path.basename(client.socket_path())]  # keyed to the copy's prefix
+        table = data_file(tmp_path)
+        with subprocess.Popen(
+            [str(copy), "backup_data", plugin.config, table],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+        ) as held:  # fmt: skip
+            assert held.stdin is not None
+            held.stdin.write(b"a table ")
+            held.stdin.flush()
+            pipe = os.readlink(f"/proc/self/fd/{held.stdin.fileno()}")
+            # A worker holds the command's stdin; the executable itself never became Python.
+            assert wait_until(lambda: held_elsewhere(pipe, {os.getpid(), held.pid}))
+            assert os.readlink(f"/proc/{held.pid}/exe") == str(copy.resolve())
+            held.stdin.write(b"of rows")
+            held.stdin.close()
+            assert held.wait(TIMEOUT) == 0
+        assert run_copy("restore_data", plugin.config, table).stdout == b"a table of rows"
+    finally:
+        run_copy("cleanup_plugin_for_backup", plugin.config, where, "segment_host")
 
 
 # --- the real server refuses what it must not serve --------------------------------------
