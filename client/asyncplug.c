@@ -10,11 +10,11 @@
  * and exits with the worker's exit code. Whenever the server is absent or cannot
  * serve, it execs the Python client (`python3 -I -c` in this executable's directory
  * when that is a virtualenv's or conda environment's bin/, else the interpreter it
- * was built for), which
- * tries the server again and, finding none, runs the command in-process, exactly as
- * without a server. The Python client gets this executable's install prefix in
- * ASYNCPLUG_INSTALL: a server it starts then serves this executable too, wherever pip
- * put it (/usr/local/bin for a system Python's /usr, ~/.local/bin, a copy elsewhere).
+ * was built for), which tries the server again and, finding none, runs the command
+ * in-process, exactly as without a server. The Python client gets this executable's
+ * install prefix in ASYNCPLUG_INSTALL: a server it starts then serves this executable
+ * too, wherever pip put it (/usr/local/bin for a system Python's /usr, ~/.local/bin,
+ * a copy elsewhere).
  *
  * setup.py compiles it with ASYNCPLUG_VERSION (asyncplug.__version__) and
  * ASYNCPLUG_PYTHON (the interpreter of the install) defined. Plain C99 and POSIX. */
