@@ -13,6 +13,7 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import termios
 import threading
 from collections.abc import Callable, Iterator
@@ -33,6 +34,16 @@ from tests.integration.test_warm_server import (
 from tests.server_support import private_dir, wait_until
 
 TIMEOUT = 60
+# A worker's stand-in that each forwarded signal ends, even when the tests run with one
+# ignored (under nohup, SIGHUP: a shell cannot reset what it was started ignoring).
+STAND_IN_WORKER = [
+    sys.executable, "-c",
+    "import signal, time\n"
+    "for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):\n"
+    "    signal.signal(s, signal.SIG_DFL)\n"
+    "print('ready', flush=True)\n"
+    "time.sleep(60)\n",
+]  # fmt: skip
 NOBODY = 65534
 Handler = Callable[[socket.socket], None]
 
@@ -266,7 +277,9 @@ def unread(conn: socket.socket) -> int:
 def test_signals_go_to_the_worker(
     fake: Callable[[Handler], FakeServer], runtime: str, signum: int
 ) -> None:
-    worker = subprocess.Popen(["sleep", "60"])
+    worker = subprocess.Popen(STAND_IN_WORKER, stdout=subprocess.PIPE)
+    assert worker.stdout is not None and worker.stdout.readline() == b"ready\n"
+    worker.stdout.close()
     owner: list[FakeServer] = []
     clients: list[subprocess.Popen[bytes]] = []
     started = threading.Event()
