@@ -367,20 +367,6 @@ def test_closed_standard_fds_run_it_here(
     assert fake_server.requests == []
 
 
-def test_no_arguments_and_the_recorded_interpreter(runtime: str, tmp_path: Path) -> None:
-    """Without arguments there is nothing to serve; a copy of the executable in a
-    directory without python3 runs the interpreter it was built for."""
-    proc = run(runtime)
-    assert proc.returncode == 2 and proc.stderr.startswith(b"asyncplug: no command given")
-    copy = tmp_path / "bin" / "asyncplug"
-    copy.parent.mkdir()
-    copy.write_bytes(Path(EXECUTABLE).read_bytes())
-    copy.chmod(0o755)
-    env = {**os.environ, "ASYNCPLUG_RUNTIME_DIR": runtime}
-    done = subprocess.run([str(copy), "--version"], capture_output=True, env=env, timeout=60)
-    assert (done.returncode, done.stdout, done.stderr) == (0, VERSION_LINE, b"")
-
-
 def copy_of_executable(prefix: Path) -> Path:
     """The compiled client copied to PREFIX/bin/asyncplug, as pip puts it in /usr/local/bin
     for a system Python whose prefix is /usr."""
@@ -389,6 +375,17 @@ def copy_of_executable(prefix: Path) -> Path:
     copy.write_bytes(Path(EXECUTABLE).read_bytes())
     copy.chmod(0o755)
     return copy
+
+
+def test_no_arguments_and_the_recorded_interpreter(runtime: str, tmp_path: Path) -> None:
+    """Without arguments there is nothing to serve; a copy of the executable in a
+    directory without python3 runs the interpreter it was built for."""
+    proc = run(runtime)
+    assert proc.returncode == 2 and proc.stderr.startswith(b"asyncplug: no command given")
+    copy = copy_of_executable(tmp_path)
+    env = {**os.environ, "ASYNCPLUG_RUNTIME_DIR": runtime}
+    done = subprocess.run([str(copy), "--version"], capture_output=True, env=env, timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (0, VERSION_LINE, b"")
 
 
 def test_a_python3_beside_it_is_taken_only_in_an_environment(runtime: str, tmp_path: Path) -> None:
