@@ -29,10 +29,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 from asyncplug.config import parse_size
 from asyncplug.crc import crc32c
 from asyncplug.pipeline.pipes import grow_pipe
+from bench.restore_probe import make_source
 
 PART = 8 * 1024 * 1024
 DRAIN = """
@@ -105,14 +107,12 @@ def main() -> None:
     args = parser.parse_args()
     size = parse_size(args.size, "--size")
     results: dict[str, list[float]] = {"copies": [], "copies + crc": []}
-    with tempfile.NamedTemporaryFile(prefix="asyncplug-floor-") as source:
-        chunk = os.urandom(1 << 20)
-        for _ in range(-(-size // len(chunk))):
-            source.write(chunk)
-        source.flush()
+    with tempfile.TemporaryDirectory(prefix="asyncplug-floor-") as tmp:
+        source = Path(tmp) / "source.bin"
+        make_source(source, size)
         for _ in range(args.repeat):
             for name in results:  # alternated, so that a drift of the load falls on both
-                spent, moved = one_round(source.name, name != "copies", args.producer)
+                spent, moved = one_round(str(source), name != "copies", args.producer)
                 results[name].append(spent * 2**30 / moved)
     where = f"a pipe ({args.producer}) and loopback TCP"
     print(f"{args.size} through {where}, medians of {args.repeat}:")
