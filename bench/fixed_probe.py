@@ -40,10 +40,10 @@ import yaml
 
 from asyncplug.config import parse_size
 from bench.datagen import write_dataset
-from bench.procs import ChildRun, run_child
+from bench.procs import ChildRun
 from bench.runner import byte_compile
 from bench.seaweed import SeaweedServer
-from bench.warm import Session, private_runtime_dir, with_usage
+from bench.warm import Session, private_runtime_dir, run_served
 
 BUCKET = "fixed-probe"
 FOLDER = "probe"
@@ -86,11 +86,9 @@ class Probe:
     def run(self, command: str, key: str, stdin: str | None) -> ChildRun:
         argv = [self.plugin, command, self.config, key]
         with self.host(each=True):
-            if self.session is None:
-                return run_child(argv, stdin_file=stdin, drain_stdout=not stdin, env=self.env)
-            with self.session.usage() as usage:
-                run = run_child(argv, stdin_file=stdin, drain_stdout=not stdin, env=self.env)
-            return with_usage(run, usage)
+            return run_served(
+                self.session, argv, stdin_file=stdin, drain_stdout=not stdin, env=self.env
+            )
 
 
 def main() -> None:

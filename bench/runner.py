@@ -326,14 +326,8 @@ class Runner:
                 self.session(row["direction"] if row["kind"] == "plugin" else "") as session,
                 self.display.task(title, row["bytes_logical"]) as tick,
             ):
-                if session is None:
-                    run = run_child(argv, stdin_file=stdin, drain_stdout=drain, tick=tick,
-                                    env=self.env())  # fmt: skip
-                else:
-                    with session.usage() as usage:
-                        run = run_child(argv, stdin_file=stdin, drain_stdout=drain, tick=tick,
-                                        env=self.env())  # fmt: skip
-                    run = warm.with_usage(run, usage)
+                run = warm.run_served(session, argv, stdin_file=stdin, drain_stdout=drain,
+                                      tick=tick, env=self.env())  # fmt: skip
         except RuntimeError as exc:  # the warm server did not start or did not serve
             raise RunFailed(str(exc)) from None
         if not run.ok:

@@ -31,6 +31,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bench.procs import ChildRun, run_child
 
@@ -205,3 +206,13 @@ class Session:
                 return now
             now = later
         return now
+
+
+def run_served(session: Session | None, argv: list[str], **kwargs: Any) -> ChildRun:
+    """run_child(argv, **kwargs); through a warm server `session`, charged with what the
+    server and its workers used meanwhile (with_usage)."""
+    if session is None:
+        return run_child(argv, **kwargs)
+    with session.usage() as usage:
+        run = run_child(argv, **kwargs)
+    return with_usage(run, usage)
