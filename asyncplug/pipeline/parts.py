@@ -158,7 +158,7 @@ class BufferPool:
                 return self._free.pop()
             self.held += size
             self.peak = max(self.peak, self.held)
-            anonymous = 2 * size <= self.budget
+            anonymous = self._anonymous(size)
             self.mapped += anonymous
             if anonymous and self.mapped == 1:  # a small table may need no more than this
                 return new_buffer(size)
@@ -186,7 +186,7 @@ class BufferPool:
     def close(self) -> None:
         """Unmap the free buffers, or keep them for the next backup (keep_between_commands);
         buffers still out are unmapped when garbage collected."""
-        if _keeping and 2 * self._size <= self.budget:  # anonymous maps, not spooled files
+        if _keeping and self._anonymous(self._size):  # not spooled files
             while _kept:
                 _kept.pop().close()
             self.held -= len(self._free) * self._size
@@ -194,11 +194,15 @@ class BufferPool:
             self._free.clear()
         self._drop_free()
 
+    def _anonymous(self, size: int) -> bool:
+        """Whether buffers of `size` are anonymous maps (else spooled: over half the budget)."""
+        return 2 * size <= self.budget
+
     def _adopt(self, size: int, limit: int) -> None:
         """Take the buffers the previous backup kept, as many of `size` as the limit allows."""
         while _kept:
             buf = _kept.pop()
-            if len(buf) == size and 2 * size <= self.budget and self.held + size <= limit:
+            if len(buf) == size and self._anonymous(size) and self.held + size <= limit:
                 self._free.append(buf)
                 self.held += size
                 self.peak = max(self.peak, self.held)
